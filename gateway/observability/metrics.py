@@ -1,0 +1,214 @@
+"""Every Prometheus metric the gateway exports, defined in one place (STYLE C10/C11).
+
+Names start with ``sgw_`` and use base units. Labels are bounded: ``route`` (a StreamRoute name),
+``provider``, ``track``, ``reason`` and ``code``; call and stream ids never become labels. The
+registry is injected: production passes the default one, each test a fresh one. The dashboard and
+alert tests check every query against :data:`METRIC_NAMES`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.streams_active = Gauge(
+            "sgw_streams_active", "Streams currently open, by route.", ["route"], registry=registry
+        )
+        self.streams_started = Counter(
+            "sgw_streams_started_total",
+            "Streams accepted (start received, route resolved).",
+            ["route", "provider"],
+            registry=registry,
+        )
+        self.streams_closed = Counter(
+            "sgw_streams_closed_total",
+            "Sockets closed, by route, WebSocket close code and reason.",
+            ["route", "code", "reason"],
+            registry=registry,
+        )
+        self.connections_active = Gauge(
+            "sgw_ws_connections_active",
+            "Open WebSocket connections (including those not started yet).",
+            registry=registry,
+        )
+        self.upgrades_rejected = Counter(
+            "sgw_ws_upgrades_rejected_total",
+            "WebSocket upgrades refused before 101, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.frames_received = Counter(
+            "sgw_frames_received_total",
+            "Audio frames received from providers.",
+            ["route", "track"],
+            registry=registry,
+        )
+        self.bytes_received = Counter(
+            "sgw_audio_bytes_received_total",
+            "Decoded audio payload bytes received.",
+            ["route", "track"],
+            registry=registry,
+        )
+        self.frames_published = Counter(
+            "sgw_frames_published_total",
+            "Audio frames handed to NATS.",
+            ["route", "track"],
+            registry=registry,
+        )
+        self.frames_dropped = Counter(
+            "sgw_frames_dropped_total",
+            "Audio frames not delivered, by reason (backpressure, rejected, shutdown).",
+            ["route", "reason"],
+            registry=registry,
+        )
+        self.frames_resent = Counter(
+            "sgw_frames_resent_total",
+            "Messages sent again because NATS never confirmed them (connection lost).",
+            registry=registry,
+        )
+        self.sequence_anomalies = Counter(
+            "sgw_sequence_anomalies_total",
+            "Anomalies in the provider's media timestamps: gap (frames missing), duplicate, reordered.",
+            ["route", "track", "reason"],
+            registry=registry,
+        )
+        self.events_published = Counter(
+            "sgw_events_published_total",
+            "Lifecycle events published, by kind (started, stopped, dtmf, ...).",
+            ["reason"],
+            registry=registry,
+        )
+        self.protocol_errors = Counter(
+            "sgw_protocol_errors_total",
+            "Provider messages that broke the protocol, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.messages_ignored = Counter(
+            "sgw_messages_ignored_total",
+            "Well-formed messages ignored (unknown event kinds).",
+            ["reason"],
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "sgw_auth_failures_total",
+            "Bearer-token checks that failed (missing or wrong token).",
+            ["reason"],
+            registry=registry,
+        )
+        self.publish_latency = Histogram(
+            "sgw_publish_latency_seconds",
+            "Time from reading a frame off the socket to handing it to NATS.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.buffer_frames = Gauge(
+            "sgw_buffer_frames",
+            "Audio frames waiting in stream buffers (all streams).",
+            registry=registry,
+        )
+        self.buffer_capacity = Gauge(
+            "sgw_buffer_capacity_frames",
+            "Buffer capacity per stream (setting buffer.max_frames).",
+            registry=registry,
+        )
+        self.buffer_fill_max = Gauge(
+            "sgw_buffer_fill_ratio_max",
+            "Fullest stream buffer, as a fraction of its capacity.",
+            registry=registry,
+        )
+        self.nats_connected = Gauge("sgw_nats_connected", "1 while the NATS connection is up.", registry=registry)
+        self.nats_reconnects = Counter("sgw_nats_reconnects_total", "NATS reconnections.", registry=registry)
+        self.nats_inflight = Gauge(
+            "sgw_nats_unconfirmed_messages",
+            "Messages handed to NATS and not yet confirmed by a PING/PONG.",
+            registry=registry,
+        )
+        self.route_table_version = Gauge(
+            "sgw_route_table_version", "Version of the routing table in use.", registry=registry
+        )
+        self.route_table_routes = Gauge(
+            "sgw_route_table_routes", "Routes in the routing table in use.", registry=registry
+        )
+        self.route_table_updates = Counter(
+            "sgw_route_table_updates_total",
+            "Routing table swaps, by outcome (applied, invalid).",
+            ["reason"],
+            registry=registry,
+        )
+        self.status_callbacks = Counter(
+            "sgw_status_callbacks_total",
+            "Provider status callbacks received on /status, by outcome.",
+            ["provider", "reason"],
+            registry=registry,
+        )
+        self.ready = Gauge("sgw_ready", "1 while /readyz answers 200.", registry=registry)
+        self.draining = Gauge("sgw_draining", "1 after SIGTERM, while live streams drain.", registry=registry)
+
+
+def metric_names(metrics: GatewayMetrics) -> set[str]:
+    """Every sample name the registry can expose (``_total``, ``_bucket``... included)."""
+    names: set[str] = set()
+    for collector in metrics.registry.collect():
+        names.add(collector.name)
+        for sample in collector.samples:
+            names.add(sample.name)
+    return names
+
+
+METRIC_NAMES: Final = frozenset(
+    {
+        "sgw_streams_active",
+        "sgw_streams_started_total",
+        "sgw_streams_closed_total",
+        "sgw_ws_connections_active",
+        "sgw_ws_upgrades_rejected_total",
+        "sgw_frames_received_total",
+        "sgw_audio_bytes_received_total",
+        "sgw_frames_published_total",
+        "sgw_frames_dropped_total",
+        "sgw_frames_resent_total",
+        "sgw_sequence_anomalies_total",
+        "sgw_events_published_total",
+        "sgw_protocol_errors_total",
+        "sgw_messages_ignored_total",
+        "sgw_auth_failures_total",
+        "sgw_publish_latency_seconds",
+        "sgw_buffer_frames",
+        "sgw_buffer_capacity_frames",
+        "sgw_buffer_fill_ratio_max",
+        "sgw_nats_connected",
+        "sgw_nats_reconnects_total",
+        "sgw_nats_unconfirmed_messages",
+        "sgw_route_table_version",
+        "sgw_route_table_routes",
+        "sgw_route_table_updates_total",
+        "sgw_status_callbacks_total",
+        "sgw_ready",
+        "sgw_draining",
+    }
+)
+"""Metric family names as they appear in PromQL (counters with their ``_total`` suffix)."""

@@ -1,0 +1,195 @@
+"""The Twilio / SignalWire wire format (PROTOCOLS.md sections 1, 2 and 12.1).
+
+Every documented variant decodes: ``connected`` 0.2.0 or 1.0.0 (or none), ``streamSid`` at top
+level or only inside ``start``, ``customParameters`` absent or empty, ``stop`` with or without a
+body, counters as strings or numbers (msgspec's lax mode), and the older ``rawEvent`` envelope.
+Unknown fields are ignored; an unknown ``event`` kind is :class:`Ignored`; anything else that
+does not fit raises :class:`RemoteProtocolError` with reason ``malformed`` (close 1007).
+
+One decoder instance is built at import (msgspec's advice): ``decode`` is on the per-frame path.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from gateway.errors import CloseCode, RemoteProtocolError
+from gateway.protocol.events import Connected, Dtmf, Ignored, InboundEvent, Mark, Media, Start, Stop
+from gateway.protocol.media import DEFAULT_CODEC, codec_from_media_format
+
+NAME: Final = "twilio"
+
+Counter = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+_TRACK_NAMES: Final = {
+    "inbound": "inbound",
+    "outbound": "outbound",
+    "inbound_track": "inbound",
+    "outbound_track": "outbound",
+}
+
+
+class _MediaFormat(msgspec.Struct, frozen=True):
+    encoding: str
+    sampleRate: Annotated[int, msgspec.Meta(gt=0, le=384000)] = 8000  # noqa: N815 - wire name
+    channels: Annotated[int, msgspec.Meta(ge=1, le=8)] = 1
+
+
+class _StartBody(msgspec.Struct, frozen=True):
+    streamSid: str | None = None  # noqa: N815
+    accountSid: str = ""  # noqa: N815
+    callSid: str = ""  # noqa: N815
+    tracks: list[str] = []
+    customParameters: dict[str, Any] | None = None  # noqa: N815
+    mediaFormat: _MediaFormat | None = None  # noqa: N815
+
+
+class _MediaBody(msgspec.Struct, frozen=True):
+    payload: bytes
+    track: str = "inbound"
+    chunk: Counter | None = None
+    timestamp: Counter | None = None
+
+
+class _DtmfBody(msgspec.Struct, frozen=True):
+    digit: str
+    duration: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    track: str | None = None
+
+
+class _MarkBody(msgspec.Struct, frozen=True):
+    name: str
+
+
+class _Base(msgspec.Struct, frozen=True, tag_field="event"):
+    sequenceNumber: Counter | None = None  # noqa: N815
+    streamSid: str | None = None  # noqa: N815
+
+
+class _Connected(_Base, frozen=True, tag="connected"):
+    protocol: str = ""
+    version: str = ""
+
+
+class _Start(_Base, frozen=True, tag="start"):
+    start: _StartBody | None = None
+
+
+class _Media(_Base, frozen=True, tag="media"):
+    media: _MediaBody | None = None
+
+
+class _Dtmf(_Base, frozen=True, tag="dtmf"):
+    dtmf: _DtmfBody | None = None
+
+
+class _Mark(_Base, frozen=True, tag="mark"):
+    mark: _MarkBody | None = None
+
+
+class _Stop(_Base, frozen=True, tag="stop"):
+    stop: dict[str, Any] | None = None
+
+
+_Wire = _Connected | _Start | _Media | _Dtmf | _Mark | _Stop
+
+
+class _Probe(msgspec.Struct, frozen=True):
+    """What we look at when the tagged decode fails: unknown kind, or the rawEvent envelope."""
+
+    event: Any = None
+    rawEvent: msgspec.Raw | None = None  # noqa: N815
+
+
+_DECODER: Final = msgspec.json.Decoder(_Wire, strict=False)
+_PROBE: Final = msgspec.json.Decoder(_Probe)
+_KNOWN: Final = frozenset(("connected", "start", "media", "dtmf", "mark", "stop"))
+
+
+def _malformed(detail: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"malformed frame: {detail}", reason="malformed", close_code=CloseCode.INVALID_PAYLOAD)
+
+
+def decode(data: str | bytes) -> InboundEvent:
+    """Decode one text frame into a canonical event."""
+    try:
+        wire = _DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        return _fallback(data, exc)
+    return _convert(wire)
+
+
+def _fallback(data: str | bytes, exc: msgspec.DecodeError) -> InboundEvent:
+    try:
+        probe = _PROBE.decode(data)
+    except msgspec.DecodeError:
+        raise _malformed(str(exc)) from None
+    if probe.rawEvent is not None:
+        try:
+            return _convert(_DECODER.decode(probe.rawEvent))
+        except msgspec.DecodeError as inner:
+            raise _malformed(f"rawEvent: {inner}") from None
+    if isinstance(probe.event, str) and probe.event not in _KNOWN:
+        return Ignored(kind="unknown_event")
+    raise _malformed(str(exc))
+
+
+def _track(name: str) -> str:
+    track = _TRACK_NAMES.get(name)
+    if track is None:
+        raise _malformed(f"unknown track {name[:32]!r}")
+    return track
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return msgspec.json.encode(value).decode()
+
+
+def _convert(wire: _Wire) -> InboundEvent:
+    if isinstance(wire, _Media):
+        body = wire.media
+        if body is None:
+            raise _malformed("media without a media object")
+        return Media(
+            track=_track(body.track),
+            payload=body.payload,
+            timestamp=body.timestamp,
+            chunk=body.chunk,
+            sequence=wire.sequenceNumber,
+        )
+    if isinstance(wire, _Start):
+        start = wire.start
+        if start is None:
+            raise _malformed("start without a start object")
+        stream_id = start.streamSid or wire.streamSid
+        if not stream_id:
+            raise _malformed("start without streamSid")
+        if not start.callSid:
+            raise _malformed("start without callSid")
+        fmt = start.mediaFormat
+        codec = DEFAULT_CODEC if fmt is None else codec_from_media_format(fmt.encoding, fmt.sampleRate, fmt.channels)
+        tracks = tuple(dict.fromkeys(_track(t) for t in start.tracks)) or ("inbound",)
+        params = {str(k): _param(v) for k, v in (start.customParameters or {}).items()}
+        return Start(
+            stream_id=stream_id,
+            call_id=start.callSid,
+            account_id=start.accountSid,
+            tracks=tracks,
+            codec=codec,
+            custom_parameters=params,
+            sequence=wire.sequenceNumber,
+        )
+    if isinstance(wire, _Connected):
+        return Connected(version=wire.version, protocol=wire.protocol)
+    if isinstance(wire, _Dtmf):
+        if wire.dtmf is None:
+            raise _malformed("dtmf without a dtmf object")
+        return Dtmf(digit=wire.dtmf.digit[:8], duration_ms=wire.dtmf.duration, sequence=wire.sequenceNumber)
+    if isinstance(wire, _Mark):
+        if wire.mark is None:
+            raise _malformed("mark without a mark object")
+        return Mark(name=wire.mark.name, sequence=wire.sequenceNumber)
+    return Stop(sequence=wire.sequenceNumber)

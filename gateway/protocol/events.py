@@ -1,0 +1,80 @@
+"""The canonical inbound event model every provider dialect decodes into.
+
+Frozen, typed, and provider-neutral (PROTOCOLS.md section 10): the session state machine only
+ever sees these. Track names are already normalised to ``inbound``/``outbound``, counters to
+integers, the audio payload to raw bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from gateway.protocol.media import Codec
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The optional first message (``connected``); ``version`` is 0.2.0 (SignalWire) or 1.0.0."""
+
+    version: str = ""
+    protocol: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The stream's metadata: ids, tracks, codec and custom parameters."""
+
+    stream_id: str
+    call_id: str
+    account_id: str
+    tracks: tuple[str, ...]
+    codec: Codec
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+    sequence: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """One audio frame of one track."""
+
+    track: str
+    payload: bytes
+    timestamp: int | None = None
+    """Provider media time in ms since stream start."""
+    chunk: int | None = None
+    sequence: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    digit: str
+    duration_ms: float | None = None
+    sequence: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Echo of a mark the consumer sent on a bidirectional stream."""
+
+    name: str
+    sequence: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """The provider ended the stream (the body, if any, carries nothing we need)."""
+
+    sequence: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A well-formed message we do not act on (an unknown ``event`` kind); counted, not fatal."""
+
+    kind: str
+
+
+InboundEvent = Connected | Start | Media | Dtmf | Mark | Stop | Ignored
+
+TRACKS: Final = ("inbound", "outbound")

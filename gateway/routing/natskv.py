@@ -1,0 +1,113 @@
+"""Routes from the NATS KV bucket the operator writes: watched, swapped atomically.
+
+The operator stores the compiled table (``sgw_routes.model.encode_table``) under one key. The
+gateway waits (bounded by ``routing.initial_table_timeout``) for the bucket's current value before
+it reports ready, so a pod started after the operator serves with the current table. Every later
+revision replaces the table whole; a value that does not decode is counted and ignored (the old
+table stays). A deleted key means "no routes". The ordered-consumer watch of nats-py survives
+reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import msgspec
+from nats.aio.client import Client
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from gateway.errors import ConfigError
+from gateway.routing.source import BaseSource
+from sgw_routes.model import RoutingTable, decode_table, default_route
+
+logger = logging.getLogger(__name__)
+
+
+class NatsKvRouteSource(BaseSource):
+    def __init__(
+        self,
+        client: Client,
+        *,
+        bucket: str,
+        key: str,
+        default: bool,
+        initial_timeout: float,
+        retry_interval: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self._nc = client
+        self._bucket = bucket
+        self._key = key
+        self._default = default_route() if default else None
+        self._initial_timeout = initial_timeout
+        self._retry = retry_interval
+        self._first = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.invalid_updates = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="routes-kv-watch")
+        try:
+            await asyncio.wait_for(self._first.wait(), self._initial_timeout)
+        except TimeoutError:
+            raise ConfigError(
+                "SGW_ROUTING__INITIAL_TABLE_TIMEOUT",
+                f"no route table from KV bucket {self._bucket!r} within {self._initial_timeout}s "
+                "(is the operator running and pointed at the same NATS?)",
+            ) from None
+
+    async def _bucket_kv(self) -> KeyValue:
+        js = self._nc.jetstream()
+        while True:
+            try:
+                return await js.key_value(self._bucket)
+            except BucketNotFoundError:
+                logger.info("KV bucket %r not found yet; waiting for the operator", self._bucket)
+            except Exception as exc:  # noqa: BLE001 - any JetStream failure: retry, the watch is vital
+                logger.warning("KV bucket %r not reachable: %s", self._bucket, exc)
+            await asyncio.sleep(self._retry)
+
+    async def _run(self) -> None:
+        while True:
+            kv = await self._bucket_kv()
+            try:
+                watcher = await kv.watch(self._key)
+                async for entry in watcher:
+                    if entry is None:  # initial values delivered; no value exists yet
+                        if not self._has_table:
+                            self._apply(RoutingTable(version=0, default=self._default))
+                        continue
+                    if entry.operation in (KV_DEL, KV_PURGE):
+                        self._apply(RoutingTable(version=entry.revision, default=self._default))
+                        continue
+                    self._apply_bytes(entry.value or b"")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - re-establish the watch after any failure
+                logger.warning("route table watch failed, restarting: %s", exc)
+                await asyncio.sleep(self._retry)
+
+    def _apply_bytes(self, data: bytes) -> None:
+        try:
+            table = decode_table(data)
+        except msgspec.DecodeError as exc:
+            self.invalid_updates += 1
+            logger.error("ignoring an undecodable route table from KV (previous table stays): %s", exc)
+            return
+        if self._default is not None and table.default is None:
+            table = msgspec.structs.replace(table, default=self._default)
+        self._apply(table)
+
+    def _apply(self, table: RoutingTable) -> None:
+        self._swap(table)
+        self._first.set()
+        logger.info("route table version %d applied: %d routes", table.version, len(table.routes))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

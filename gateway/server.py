@@ -1,0 +1,274 @@
+"""The gateway process: wiring at start-up, two listeners, and the staged shutdown.
+
+Start-up resolves everything before the first byte (STYLE C7): NATS (embedded or remote, with the
+``max_payload`` check), the route source and its first table, metrics, tracing, then the public
+and internal listeners. Shutdown on SIGTERM (STYLE C9), in order:
+
+1. readiness turns false at once, new upgrades get 503;
+2. live streams continue until they end or ``shutdown.drain_seconds`` passes;
+3. the rest are closed with 1001, bounded concurrency;
+4. every stream buffer gets a bounded time to publish what it holds;
+5. NATS is drained, listeners and the embedded broker stopped; the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from dataclasses import dataclass
+
+from aiohttp import web
+from opentelemetry.sdk.trace import SpanProcessor
+from prometheus_client import CollectorRegistry
+
+from gateway.embedded_nats import EmbeddedNats
+from gateway.errors import ConfigError
+from gateway.observability.metrics import GatewayMetrics
+from gateway.observability.tracing import StreamTracing, build_tracer_provider
+from gateway.publish.base import Publisher
+from gateway.publish.connection import NatsConnection
+from gateway.publish.nats import NatsPublisher
+from gateway.routing.file import FileRouteSource
+from gateway.routing.natskv import NatsKvRouteSource
+from gateway.routing.source import RouteSource
+from gateway.routing.static import StaticRouteSource
+from gateway.settings import Settings
+from gateway.transport.app import build_internal_app, build_public_app
+from gateway.transport.context import GatewayContext
+from sgw_routes.model import RoutingTable
+
+logger = logging.getLogger(__name__)
+
+_FLUSH_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    ws_url: str
+    internal_url: str
+    nats_url: str
+
+
+class GatewayServer:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        span_processor: SpanProcessor | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
+        self._span_processor = span_processor
+        self.embedded: EmbeddedNats | None = None
+        self.connection: NatsConnection | None = None
+        self.ctx: GatewayContext | None = None
+        self._runners: list[web.AppRunner] = []
+        self.endpoints: Endpoints | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> Endpoints:
+        s = self.settings
+        nats_url = s.nats.url
+        if s.embedded_nats:
+            self.embedded = EmbeddedNats()
+            await self.embedded.start()
+            nats_url = self.embedded.url
+        conn = self.connection = NatsConnection(s.nats, nats_url)
+        await conn.connect()
+        if conn.client.max_payload < s.websocket.max_frame_payload_bytes:
+            raise ConfigError(
+                "SGW_WEBSOCKET__MAX_FRAME_PAYLOAD_BYTES",
+                f"{s.websocket.max_frame_payload_bytes} exceeds the NATS server's max_payload "
+                f"{conn.client.max_payload}",
+            )
+        publisher = NatsPublisher(conn)
+        publisher.start()
+        routes = self._route_source(conn)
+        tracing = StreamTracing(build_tracer_provider(s.observability, self._span_processor))
+        ctx = self.ctx = GatewayContext(
+            settings=s, metrics=self.metrics, publisher=publisher, routes=routes, tracing=tracing
+        )
+        self._wire_metrics(ctx, conn, publisher)
+        await routes.start()
+
+        public = build_public_app(ctx)
+        internal = build_internal_app(ctx)
+        tls = self._tls_context()
+        ws_port = await self._listen(public, s.server.host, s.server.port, tls)
+        internal_port = await self._listen(internal, s.server.internal_host, s.server.internal_port, None)
+        ctx.health.started = True
+        host = "127.0.0.1" if s.server.host in ("0.0.0.0", "::", "") else s.server.host  # noqa: S104
+        scheme = "wss" if tls else "ws"
+        self.endpoints = Endpoints(
+            ws_url=f"{scheme}://{host}:{ws_port}/stream",
+            internal_url=f"http://{host}:{internal_port}",
+            nats_url=nats_url,
+        )
+        return self.endpoints
+
+    def _route_source(self, conn: NatsConnection) -> RouteSource:
+        s = self.settings
+        source = s.routing_source
+        if source == "file":
+            assert s.routing.file is not None
+            return FileRouteSource(
+                s.routing.file,
+                s.routing.secrets_dir,
+                default=s.default_route_enabled,
+                poll_interval=s.routing.file_poll_interval,
+            )
+        if source == "natskv":
+            return NatsKvRouteSource(
+                conn.client,
+                bucket=s.routing.kv_bucket,
+                key=s.routing.kv_key,
+                default=s.default_route_enabled,
+                initial_timeout=s.routing.initial_table_timeout,
+            )
+        return StaticRouteSource()
+
+    def _wire_metrics(self, ctx: GatewayContext, conn: NatsConnection, publisher: NatsPublisher) -> None:
+        m = self.metrics
+        m.buffer_capacity.set(self.settings.buffer.max_frames)
+        m.buffer_frames.set_function(lambda: float(ctx.registry.buffered_frames()))
+        m.buffer_fill_max.set_function(ctx.registry.max_fill)
+        m.nats_inflight.set_function(lambda: float(publisher.inflight))
+        m.nats_connected.set(1)
+        ctx.health.nats_connected = True
+
+        def on_state(state: str) -> None:
+            up = state in ("connected", "reconnected")
+            ctx.health.nats_connected = up
+            m.nats_connected.set(1 if up else 0)
+            if state == "reconnected":
+                m.nats_reconnects.inc()
+            logger.warning("NATS %s", state) if not up else logger.info("NATS %s", state)
+
+        conn.add_listener(on_state)
+
+        def on_table(table: RoutingTable) -> None:
+            m.route_table_version.set(table.version)
+            m.route_table_routes.set(len(table.routes))
+            m.route_table_updates.labels("applied").inc()
+
+        ctx.routes.add_listener(on_table)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        srv = self.settings.server
+        if srv.tls_cert_file is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(str(srv.tls_cert_file), str(srv.tls_key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("SGW_SERVER__TLS_CERT_FILE", f"cannot load certificate/key: {exc}") from None
+        return ctx
+
+    async def _listen(self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None) -> int:
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError("SGW_SERVER__PORT", f"cannot listen on {host}:{port}: {exc}") from None
+        self._runners.append(runner)
+        address = runner.addresses[0]
+        return int(address[1])
+
+    @property
+    def publisher(self) -> Publisher:
+        assert self.ctx is not None
+        return self.ctx.publisher
+
+    async def drain_and_stop(self) -> None:
+        """The SIGTERM sequence (module docstring). Safe to call twice."""
+        ctx = self.ctx
+        if ctx is None or ctx.health.draining:
+            await self._stopped.wait()
+            return
+        s = self.settings.shutdown
+        ctx.health.draining = True
+        self.metrics.draining.set(1)
+        live = len(ctx.registry)
+        logger.info("draining: %d live streams, deadline %gs", live, s.drain_seconds)
+        if not await ctx.registry.wait_empty(s.drain_seconds):
+            closed = await ctx.registry.close_all(s.close_concurrency)
+            logger.info("drain deadline passed: closed %d streams with 1001", closed)
+        abandoned = await ctx.registry.flush_pumps(_FLUSH_TIMEOUT)
+        if abandoned:
+            logger.warning(
+                "%d buffered frames could not be published before exit (counted as dropped)",
+                abandoned,
+            )
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        try:
+            if self.ctx is not None:
+                await self.ctx.routes.close()
+                await self.ctx.publisher.close(_FLUSH_TIMEOUT)
+                self.ctx.tracing.shutdown()
+            if self.connection is not None:
+                await self.connection.close(_FLUSH_TIMEOUT)
+            for runner in reversed(self._runners):
+                await runner.cleanup()
+            self._runners.clear()
+            if self.embedded is not None:
+                await self.embedded.close()
+        finally:
+            self._stopped.set()
+
+
+async def serve(settings: Settings, *, banner: bool = True) -> int:
+    """Run until SIGTERM/SIGINT, then drain. Returns the exit code."""
+    server = GatewayServer(settings)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        endpoints = await server.start()
+    except BaseException:
+        await server.stop()
+        raise
+    if banner:
+        print_banner(settings, endpoints)
+    await stop.wait()
+    logger.info("signal received: draining")
+    await server.drain_and_stop()
+    with contextlib.suppress(NotImplementedError):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def print_banner(settings: Settings, ep: Endpoints) -> None:
+    embedded = " (embedded)" if settings.embedded_nats else ""
+    routes = {
+        "static": "default route: everything to audio.{call_id}.{track}, no auth",
+        "file": f"routes file {settings.routing.file}",
+        "natskv": f"NATS KV bucket {settings.routing.kv_bucket!r} (operator)",
+    }[settings.routing_source]
+    lines = [
+        "",
+        "stream-gateway is up",
+        f"  WebSocket : {ep.ws_url}   (and {ep.ws_url}/<control_id>)",
+        f"  internal  : {ep.internal_url}/metrics  /healthz  /readyz",
+        f"  NATS      : {ep.nats_url}{embedded}",
+        f"  routes    : {routes}",
+        "",
+        "Send simulated calls (another terminal):",
+        f"  .venv/bin/streamgw simulate --url {ep.ws_url} --calls 3 --track both --duration 10",
+        "Watch the audio arrive:",
+        f"  .venv/bin/streamgw tap --nats-url {ep.nats_url} --wav ./calls",
+        "",
+    ]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,336 @@
+"""The one settings tree of the gateway, loaded once at start-up from ``SGW_*`` variables and flags.
+
+Every field has a default and a docstring (unit, reason). The environment twin of
+``nats.url`` is ``SGW_NATS__URL``: prefix, section, double underscore, field, upper-cased.
+:func:`load_settings` reads only ``SGW_`` variables, rejects unknown ones (typos), converts types,
+applies command-line overrides and checks cross-field rules; failures raise
+:class:`~gateway.errors.ConfigError` naming the variable. This is the only module that reads the
+environment (ruff TID251 bans ``os.environ`` elsewhere). ``streamgw print-env-defaults`` prints
+the whole tree as environment variables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "SGW_"
+_OTHER_COMPONENTS = ("SGW_OPERATOR_",)
+"""Prefixes owned by other components (the operator); the gateway neither reads nor rejects them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    host: str = "0.0.0.0"  # noqa: S104 - a pod must listen on all interfaces
+    """Address of the public (WebSocket) listener."""
+    port: int = 8080
+    """Public port: ``GET /stream``, ``GET /stream/{control_id}``, ``/status``."""
+    internal_host: str = "0.0.0.0"  # noqa: S104
+    """Address of the internal listener (metrics and probes)."""
+    internal_port: int = 9090
+    """Internal port: ``/metrics``, ``/healthz``, ``/readyz``. Must differ from ``port``."""
+    tls_cert_file: Path | None = None
+    """PEM certificate chain: serve ``wss`` directly. Leave unset behind a TLS-terminating ingress."""
+    tls_key_file: Path | None = None
+    """PEM private key for ``tls_cert_file``."""
+    max_streams: int = 2000
+    """Per-process limit of concurrent streams; upgrades beyond it get 503 so the LB retries elsewhere."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WebSocketSettings:
+    max_message_bytes: int = 65536
+    """Largest WebSocket message accepted. A 20 ms L16/24 kHz media message is ~1.4 KB, so 64 KiB
+    leaves room for long custom parameters while bounding memory per socket; larger closes 1009."""
+    start_timeout: float = 10.0
+    """Seconds a socket may stay open without sending ``start`` before it is closed (1008)."""
+    heartbeat: float = 20.0
+    """Seconds between WebSocket pings; a peer that does not answer is closed."""
+    receive_timeout: float = 120.0
+    """Seconds without any message after ``start`` before the stream is considered dead."""
+    max_frame_payload_bytes: int = 16384
+    """Largest decoded audio payload published as one NATS message; checked against the server's
+    ``max_payload`` at connect so a frame never fails at publish time."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NatsSettings:
+    url: str = ""
+    """NATS server URL(s), comma-separated. Empty: start an embedded nats-server on loopback."""
+    name: str = "stream-gateway"
+    """Client name shown in NATS monitoring."""
+    user: str | None = None
+    """User for user/password auth."""
+    password: str | None = None
+    """Password for user/password auth (secret: never logged)."""
+    token: str | None = None
+    """Token auth (secret: never logged)."""
+    creds_file: Path | None = None
+    """A NATS ``.creds`` file (JWT + NKey seed)."""
+    nkey_seed_file: Path | None = None
+    """A file holding an NKey seed."""
+    tls_ca_file: Path | None = None
+    """CA bundle to verify the NATS server; setting any ``tls_*`` enables TLS."""
+    tls_cert_file: Path | None = None
+    """Client certificate for mutual TLS."""
+    tls_key_file: Path | None = None
+    """Client key for mutual TLS."""
+    connect_timeout: float = 5.0
+    """Seconds for one connection attempt."""
+    reconnect_wait: float = 0.5
+    """Seconds between reconnection attempts. Short: audio is buffering meanwhile."""
+    ping_interval: float = 10.0
+    """Seconds between client PINGs; a dead server is noticed after ``2 * ping_interval``."""
+    pending_bytes: int = 8 * 1024 * 1024
+    """Client-side write buffer while connected (nats-py ``pending_size``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BufferSettings:
+    max_frames: int = 1500
+    """Audio frames held per stream between the socket reader and NATS: 1500 is 15 s of a
+    both-tracks 20 ms stream (30 s of one track). An outage shorter than that loses nothing."""
+    overflow: Literal["drop_oldest", "close"] = "drop_oldest"
+    """Policy when full: ``drop_oldest`` drops the oldest audio frame and counts it
+    (``sgw_frames_dropped_total{reason="backpressure"}``); ``close`` ends the stream with 1013."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RoutingSettings:
+    source: Literal["auto", "static", "file", "natskv"] = "auto"
+    """Where routes come from. ``auto``: ``file`` if ``file`` is set, ``natskv`` if a NATS URL is
+    configured and ``default_route`` is off, else ``static`` (the default route only)."""
+    file: Path | None = None
+    """A YAML file of StreamRoute manifests (as ``kubectl apply`` takes them); reloaded on change."""
+    secrets_dir: Path | None = None
+    """Where ``bearerTokenSecretRef {name, key}`` is read in file mode: ``DIR/<name>/<key>``."""
+    kv_bucket: str = "sgw-routes"
+    """NATS KV bucket the operator writes the compiled table to."""
+    kv_key: str = "table"
+    """Key of the compiled table in the bucket."""
+    default_route: bool | None = None
+    """Publish unmatched streams on ``audio.{call_id}.{track}`` instead of closing them 1008.
+    Unset: on for the embedded quick start and the static source, off otherwise."""
+    file_poll_interval: float = 1.0
+    """Seconds between checks of the routes file for changes."""
+    initial_table_timeout: float = 30.0
+    """Seconds to wait for the first table from the KV bucket before serving (not ready meanwhile)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ObservabilitySettings:
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Root log level. Per-frame logs exist only at DEBUG."""
+    log_format: Literal["text", "json"] = "text"
+    """``json`` for log shippers."""
+    otlp_endpoint: str = ""
+    """OTLP/HTTP traces endpoint (e.g. ``http://otel-collector:4318/v1/traces``). Empty: no export
+    (spans still carry ``traceparent`` to consumers)."""
+    service_name: str = "stream-gateway"
+    """``service.name`` resource attribute of the spans."""
+    trace_sample_ratio: float = 1.0
+    """Fraction of streams whose spans are sampled (one span per stream, so 1.0 is cheap)."""
+    secret_parameters: tuple[str, ...] = (
+        "token",
+        "auth",
+        "authorization",
+        "password",
+        "secret",
+        "api_key",
+    )
+    """Custom parameters whose values are replaced by ``***`` in events and logs (case-insensitive
+    substring match on the name)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ShutdownSettings:
+    drain_seconds: float = 30.0
+    """After SIGTERM, how long live streams may continue before they are closed with 1001. Keep it
+    below the pod's ``terminationGracePeriodSeconds`` minus the preStop delay."""
+    close_concurrency: int = 100
+    """Sockets closed at once when the drain deadline passes (bounded to avoid a burst)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
+    websocket: WebSocketSettings = dataclasses.field(default_factory=WebSocketSettings)
+    nats: NatsSettings = dataclasses.field(default_factory=NatsSettings)
+    buffer: BufferSettings = dataclasses.field(default_factory=BufferSettings)
+    routing: RoutingSettings = dataclasses.field(default_factory=RoutingSettings)
+    observability: ObservabilitySettings = dataclasses.field(default_factory=ObservabilitySettings)
+    shutdown: ShutdownSettings = dataclasses.field(default_factory=ShutdownSettings)
+
+    @property
+    def embedded_nats(self) -> bool:
+        return not self.nats.url
+
+    @property
+    def routing_source(self) -> Literal["static", "file", "natskv"]:
+        src = self.routing.source
+        if src != "auto":
+            return src
+        if self.routing.file is not None:
+            return "file"
+        if self.nats.url and self.routing.default_route is not True:
+            return "natskv"
+        return "static"
+
+    @property
+    def default_route_enabled(self) -> bool:
+        if self.routing.default_route is not None:
+            return self.routing.default_route
+        return self.routing_source == "static"
+
+
+def env_name(section: str, field: str) -> str:
+    return f"{ENV_PREFIX}{section.upper()}__{field.upper()}"
+
+
+def iter_fields() -> Iterator[tuple[str, str, Any, Any]]:
+    """(section, field, type, default) for every setting, in declaration order."""
+    for section in dataclasses.fields(Settings):
+        cls = typing.get_type_hints(Settings)[section.name]
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            yield section.name, f.name, hints[f.name], default
+
+
+def _convert(raw: str, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if raw == "" and type(None) in args:
+            return None
+        return _convert(raw, non_none[0], where)
+    if origin is Literal:
+        if raw not in args:
+            raise ConfigError(where, f"{raw!r} is not one of {', '.join(map(str, args))}")
+        return raw
+    if origin is tuple:
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+    if tp is bool:
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(where, f"{raw!r} is not a boolean (true/false)")
+    try:
+        if tp is int:
+            return int(raw)
+        if tp is float:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(where, f"{raw!r} is not a {tp.__name__}") from None
+    if tp is Path:
+        return Path(raw)
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build the settings from ``SGW_*`` variables, then ``overrides`` (``"nats.url": ...``, from flags)."""
+    env = os.environ if environ is None else environ
+    known = {env_name(s, f): (s, f, tp) for s, f, tp, _ in iter_fields()}
+    unknown = sorted(
+        k for k in env if k.startswith(ENV_PREFIX) and k not in known and not k.startswith(_OTHER_COMPONENTS)
+    )
+    if unknown:
+        raise ConfigError(unknown[0], "unknown setting (see `streamgw print-env-defaults`)")
+    values: dict[str, dict[str, Any]] = {}
+    for name, (section, field, tp) in known.items():
+        if name in env:
+            values.setdefault(section, {})[field] = _convert(env[name], tp, name)
+    fields = {(s, f): tp for s, f, tp, _ in iter_fields()}
+    for dotted, value in (overrides or {}).items():
+        section, _, field = dotted.partition(".")
+        if (section, field) not in fields:
+            raise ConfigError(dotted, "unknown setting")
+        if value is not None:
+            values.setdefault(section, {})[field] = value
+    hints = typing.get_type_hints(Settings)
+    settings = Settings(**{s: hints[s](**kw) for s, kw in values.items()})
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Cross-field rules; each failure names the setting to change."""
+    srv, ws, buf = settings.server, settings.websocket, settings.buffer
+    for name, port in (("server.port", srv.port), ("server.internal_port", srv.internal_port)):
+        if not 0 <= port <= 65535:
+            raise ConfigError(env_name(*name.split(".")), f"port {port} out of range")
+    if srv.port == srv.internal_port and srv.port != 0:
+        raise ConfigError(env_name("server", "internal_port"), "must differ from SGW_SERVER__PORT")
+    if (srv.tls_cert_file is None) != (srv.tls_key_file is None):
+        raise ConfigError(
+            env_name("server", "tls_key_file"),
+            "set both tls_cert_file and tls_key_file, or neither",
+        )
+    if srv.max_streams < 1:
+        raise ConfigError(env_name("server", "max_streams"), "must be at least 1")
+    if ws.max_message_bytes < 1024:
+        raise ConfigError(env_name("websocket", "max_message_bytes"), "must be at least 1024")
+    if ws.max_frame_payload_bytes > ws.max_message_bytes:
+        raise ConfigError(env_name("websocket", "max_frame_payload_bytes"), "cannot exceed max_message_bytes")
+    if ws.start_timeout <= 0 or ws.receive_timeout <= 0:
+        raise ConfigError(env_name("websocket", "start_timeout"), "timeouts must be positive")
+    if buf.max_frames < 1:
+        raise ConfigError(env_name("buffer", "max_frames"), "must be at least 1")
+    if settings.routing_source == "file" and settings.routing.file is None:
+        raise ConfigError(env_name("routing", "file"), "routing.source=file needs a routes file")
+    if settings.routing_source == "natskv" and settings.embedded_nats and settings.routing.source == "natskv":
+        # The embedded broker is private to this process: nobody else could write routes into it.
+        raise ConfigError(env_name("routing", "source"), "natskv needs SGW_NATS__URL (the operator's NATS)")
+    if not 0.0 <= settings.observability.trace_sample_ratio <= 1.0:
+        raise ConfigError(env_name("observability", "trace_sample_ratio"), "must be within 0..1")
+    if settings.shutdown.drain_seconds < 0:
+        raise ConfigError(env_name("shutdown", "drain_seconds"), "must not be negative")
+
+
+def env_defaults() -> list[tuple[str, str, str]]:
+    """(variable, default as text, docstring) for ``print-env-defaults`` and the docs."""
+    docs = _field_docs()
+    out = []
+    for section, field, _, default in iter_fields():
+        if isinstance(default, tuple):
+            text = ",".join(default)
+        elif default is None:
+            text = ""
+        else:
+            text = str(default)
+        out.append((env_name(section, field), text, docs.get((section, field), "")))
+    return out
+
+
+def _field_docs() -> dict[tuple[str, str], str]:
+    """Attribute docstrings, read from the source (the kopf settings convention)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(inspect.getmodule(Settings)))  # type: ignore[arg-type]
+    classes = {typing.get_type_hints(Settings)[f.name].__name__: f.name for f in dataclasses.fields(Settings)}
+    docs: dict[tuple[str, str], str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in classes:
+            body = node.body
+            for i, stmt in enumerate(body[:-1]):
+                nxt = body[i + 1]
+                if (
+                    isinstance(stmt, ast.AnnAssign)
+                    and isinstance(stmt.target, ast.Name)
+                    and isinstance(nxt, ast.Expr)
+                    and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)
+                ):
+                    docs[(classes[node.name], stmt.target.id)] = " ".join(nxt.value.value.split())
+    return docs

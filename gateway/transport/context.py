@@ -1,0 +1,55 @@
+"""The dependencies of the HTTP handlers, built once by the server and frozen afterwards.
+
+Nothing here is module-level state (STYLE C10): tests build their own context with a memory
+publisher, a static route table and a fresh metrics registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.observability.metrics import GatewayMetrics
+from gateway.observability.tracing import StreamTracing
+from gateway.protocol.session import SessionConfig
+from gateway.publish.base import Publisher
+from gateway.routing.source import RouteSource
+from gateway.settings import Settings
+from gateway.transport.registry import StreamRegistry
+
+
+@dataclass
+class Health:
+    """What ``/readyz`` reports; flipped by the server and the NATS connection listener."""
+
+    nats_connected: bool = False
+    draining: bool = False
+    started: bool = False
+
+    def reasons(self, routes: RouteSource) -> list[str]:
+        out = []
+        if not self.started:
+            out.append("starting")
+        if not self.nats_connected:
+            out.append("nats_disconnected")
+        if not routes.has_table:
+            out.append("no_route_table")
+        if self.draining:
+            out.append("draining")
+        return out
+
+
+@dataclass
+class GatewayContext:
+    settings: Settings
+    metrics: GatewayMetrics
+    publisher: Publisher
+    routes: RouteSource
+    tracing: StreamTracing
+    registry: StreamRegistry = field(default_factory=StreamRegistry)
+    health: Health = field(default_factory=Health)
+
+    def session_config(self) -> SessionConfig:
+        return SessionConfig(
+            max_payload_bytes=self.settings.websocket.max_frame_payload_bytes,
+            secret_parameters=tuple(s.lower() for s in self.settings.observability.secret_parameters),
+        )
