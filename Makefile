@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the project with its test and lint tools
 
-run: $(STAMP)  ## run the gateway with an embedded NATS and the default route (ARGS=... for more flags)
-	$(BIN)/streamgw serve $(ARGS)
+run: $(STAMP)  ## run the gateway with an embedded NATS and the default route, on loopback (ARGS=... for more flags)
+	$(BIN)/streamgw serve --host 127.0.0.1 $(ARGS)
 
 lint: $(STAMP)  ## ruff, mypy --strict and import-linter
 	$(BIN)/ruff check .

@@ -69,6 +69,7 @@ class GatewayServer:
         self._runners: list[web.AppRunner] = []
         self.endpoints: Endpoints | None = None
         self._stopped = asyncio.Event()
+        self._drain_started = False
 
     async def start(self) -> Endpoints:
         s = self.settings
@@ -189,9 +190,12 @@ class GatewayServer:
     async def drain_and_stop(self) -> None:
         """The SIGTERM sequence (module docstring). Safe to call twice."""
         ctx = self.ctx
-        if ctx is None or ctx.health.draining:
+        if ctx is None or self._drain_started:
+            if ctx is None:
+                await self.stop()
             await self._stopped.wait()
             return
+        self._drain_started = True
         s = self.settings.shutdown
         ctx.health.draining = True
         self.metrics.draining.set(1)
@@ -234,11 +238,24 @@ async def serve(settings: Settings, *, banner: bool = True) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # A signal during start-up (e.g. while waiting for the first route table) stops the start.
+    starting = asyncio.create_task(server.start())
+    stopping = asyncio.create_task(stop.wait())
     try:
-        endpoints = await server.start()
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            logger.info("signal received during start-up: exiting")
+            await server.stop()
+            return 0
+        endpoints = starting.result()
     except BaseException:
         await server.stop()
         raise
+    finally:
+        stopping.cancel()
     if banner:
         print_banner(settings, endpoints)
     await stop.wait()

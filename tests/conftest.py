@@ -8,6 +8,8 @@ import pytest
 
 from gateway.embedded_nats import EmbeddedNats
 
+pytest_plugins = ["tests.k8s.fixtures"]
+
 
 @pytest.fixture
 async def nats_server() -> AsyncIterator[EmbeddedNats]:

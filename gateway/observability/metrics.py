@@ -167,6 +167,37 @@ class GatewayMetrics:
         )
         self.ready = Gauge("sgw_ready", "1 while /readyz answers 200.", registry=registry)
         self.draining = Gauge("sgw_draining", "1 after SIGTERM, while live streams drain.", registry=registry)
+        self._initialise_known_labels()
+
+    def _initialise_known_labels(self) -> None:
+        """Export zero-valued series for every known reason, so ``rate()`` and alerts see 0, not nothing."""
+        for reason in PROTOCOL_ERROR_REASONS:
+            self.protocol_errors.labels(reason)
+        for reason in ("missing", "invalid"):
+            self.auth_failures.labels(reason)
+        for reason in ("draining", "stream_limit", "unauthorized"):
+            self.upgrades_rejected.labels(reason)
+        self.messages_ignored.labels("unknown_event")
+        for provider in ("signalwire", "twilio", "unknown"):
+            for reason in ("accepted", "invalid", "unavailable"):
+                self.status_callbacks.labels(provider, reason)
+
+
+PROTOCOL_ERROR_REASONS: Final = (
+    "malformed",
+    "binary_frame",
+    "too_big",
+    "payload_too_big",
+    "media_before_start",
+    "event_before_start",
+    "duplicate_start",
+    "duplicate_connected",
+    "connected_after_start",
+    "start_timeout",
+    "receive_timeout",
+    "ws_error",
+)
+"""Every ``reason`` a :class:`~gateway.errors.RemoteProtocolError` can carry (a bounded label)."""
 
 
 def metric_names(metrics: GatewayMetrics) -> set[str]:

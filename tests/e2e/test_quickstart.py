@@ -91,14 +91,26 @@ def decode(payload: bytes, codec: str) -> list[int]:
 
 
 @pytest.mark.parametrize("codec", ["PCMU", "L16@16000"])
-async def test_quickstart_serve_simulate_tap_wav_and_sigterm(quickstart: ServeProcess, tmp_path: Path, codec: str) -> None:
+async def test_quickstart_serve_simulate_tap_wav_and_sigterm(
+    quickstart: ServeProcess, tmp_path: Path, codec: str
+) -> None:
     assert "audio.{call_id}.{track}" in quickstart.banner  # the banner says what the default route does
     assert "streamgw simulate" in quickstart.banner and "streamgw tap" in quickstart.banner
     ready = asyncio.Event()
     wav_dir = tmp_path / "wav"
-    tap_task = asyncio.create_task(tap(TapOptions(nats_url=quickstart.nats_url, wav_dir=wav_dir, calls=2, quiet=True, duration=60), io.StringIO(), ready=ready))
+    tap_task = asyncio.create_task(
+        tap(
+            TapOptions(nats_url=quickstart.nats_url, wav_dir=wav_dir, calls=2, quiet=True, duration=60),
+            io.StringIO(),
+            ready=ready,
+        )
+    )
     await asyncio.wait_for(ready.wait(), 10)
-    report = await simulate(SimulateOptions(url=quickstart.ws_url, calls=2, track="both", codec=codec, duration=0.5, realtime=False, signal="speech"))
+    report = await simulate(
+        SimulateOptions(
+            url=quickstart.ws_url, calls=2, track="both", codec=codec, duration=0.5, realtime=False, signal="speech"
+        )
+    )
     tapped = await asyncio.wait_for(tap_task, 60)
     for call in report.calls:
         assert call.close_code == 1000
@@ -115,20 +127,28 @@ async def test_quickstart_serve_simulate_tap_wav_and_sigterm(quickstart: ServePr
     assert await asyncio.wait_for(quickstart.proc.wait(), 30) == 0
 
 
-async def test_cli_reports_configuration_errors_with_exit_code_2() -> None:
+def test_cli_reports_configuration_errors_with_exit_code_2() -> None:
     result = subprocess.run(
         [*STREAMGW, "serve", "--port", "9090", "--internal-port", "9090"],
-        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
     )
     assert result.returncode == 2
     assert "SGW_SERVER__INTERNAL_PORT" in result.stderr
     env = {**os.environ, "SGW_NATS__URLL": "nats://x"}
-    result = subprocess.run([*STREAMGW, "check-config"], capture_output=True, text=True, timeout=60, cwd=REPO, env=env, check=False)
+    result = subprocess.run(
+        [*STREAMGW, "check-config"], capture_output=True, text=True, timeout=60, cwd=REPO, env=env, check=False
+    )
     assert result.returncode == 2 and "SGW_NATS__URLL" in result.stderr
 
 
 def test_print_env_defaults_lists_every_setting() -> None:
-    result = subprocess.run([*STREAMGW, "print-env-defaults"], capture_output=True, text=True, timeout=60, cwd=REPO, check=True)
+    result = subprocess.run(
+        [*STREAMGW, "print-env-defaults"], capture_output=True, text=True, timeout=60, cwd=REPO, check=True
+    )
     assert "SGW_NATS__URL=" in result.stdout and "SGW_SHUTDOWN__DRAIN_SECONDS=30.0" in result.stdout
 
 
@@ -142,6 +162,8 @@ def test_stdlib_operator_is_never_shadowed(mode: str, tmp_path: Path) -> None:
         cwd = REPO
     elif mode == "pythonpath":
         env["PYTHONPATH"] = str(REPO)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=cwd, env=env, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=cwd, env=env, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert str(REPO) not in result.stdout

@@ -62,7 +62,6 @@ class RunningGateway:
                     total += sample.value
         return total
 
-
     async def metric_reaches(self, name: str, value: float, timeout: float = 10.0, **labels: str) -> None:
         """Metrics are updated as the server finishes a socket, just after the client sees the close."""
         await eventually(lambda: self.metric(name, **labels) == value, timeout)
@@ -76,6 +75,19 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 10.0, inter
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def subscription_live(nc: Client) -> None:
+    """A round trip through the server on this connection, queued behind its SUBs.
+
+    nats-py's ``flush()`` may send its PING ahead of SUB commands still in the write buffer, so
+    it does not prove the subscription is registered; a message to our own inbox does.
+    """
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    await nc.publish(inbox, b"")
+    await sub.next_msg(timeout=10)
+    await sub.unsubscribe()
 
 
 GatewayFactory = Callable[..., Awaitable[RunningGateway]]
@@ -103,7 +115,7 @@ async def gateway_factory(nats_server: EmbeddedNats) -> AsyncIterator[GatewayFac
         captured = Captured()
 
         async def on_msg(msg: Msg) -> None:
-            if msg.subject.startswith("$"):
+            if msg.subject.startswith(("$", "_INBOX.")):
                 return
             if (msg.headers or {}).get("Sgw-Event"):
                 captured.events.append(json.loads(msg.data))
@@ -113,7 +125,7 @@ async def gateway_factory(nats_server: EmbeddedNats) -> AsyncIterator[GatewayFac
             captured.changed.set()
 
         await nc.subscribe(">", cb=on_msg)
-        await nc.flush()
+        await subscription_live(nc)
         gw = RunningGateway(server, endpoints, registry, nc, captured)
         started.append(gw)
         return gw

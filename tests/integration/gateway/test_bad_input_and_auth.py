@@ -29,18 +29,33 @@ START = {
 
 
 def media(ts: int, payload: bytes = b"\xff" * 160) -> str:
-    return json.dumps({"event": "media", "media": {"track": "inbound", "timestamp": str(ts), "payload": base64.b64encode(payload).decode()}})
+    return json.dumps(
+        {
+            "event": "media",
+            "media": {"track": "inbound", "timestamp": str(ts), "payload": base64.b64encode(payload).decode()},
+        }
+    )
 
 
 BAD_INPUTS: list[tuple[str, list[str | bytes], int, str]] = [
     ("not json", [json.dumps(START), "{not json"], 1007, "malformed"),
-    ("invalid base64", [json.dumps(START), '{"event":"media","media":{"track":"inbound","payload":"@@@"}}'], 1007, "malformed"),
+    (
+        "invalid base64",
+        [json.dumps(START), '{"event":"media","media":{"track":"inbound","payload":"@@@"}}'],
+        1007,
+        "malformed",
+    ),
     ("binary frame", [json.dumps(START), b"\x00\x01\x02"], 1003, "binary_frame"),
     ("media before start", [media(0)], 1008, "media_before_start"),
     ("second start", [json.dumps(START), json.dumps(START)], 1008, "duplicate_start"),
     ("oversized frame", [json.dumps(START), "x" * 70_000], 1009, "too_big"),
     ("oversized payload", [json.dumps(START), media(0, b"\x00" * 20_000)], 1008, "payload_too_big"),
-    ("negative counter", [json.dumps(START), '{"event":"media","sequenceNumber":-5,"media":{"track":"inbound","payload":""}}'], 1007, "malformed"),
+    (
+        "negative counter",
+        [json.dumps(START), '{"event":"media","sequenceNumber":-5,"media":{"track":"inbound","payload":""}}'],
+        1007,
+        "malformed",
+    ),
 ]
 
 
@@ -59,12 +74,16 @@ async def run_bad_socket(url: str, frames: list[str | bytes]) -> tuple[int | Non
 async def test_bad_input_closes_only_its_own_socket(
     gateway: RunningGateway, name: str, frames: list[str | bytes], code: int, reason: str
 ) -> None:
-    good = asyncio.create_task(simulate(SimulateOptions(url=gateway.ws_url, calls=3, track="both", duration=0.6, realtime=True)))
+    good = asyncio.create_task(
+        simulate(SimulateOptions(url=gateway.ws_url, calls=3, track="both", duration=0.6, realtime=True))
+    )
     await asyncio.sleep(0.1)  # let the good calls get going: the bad socket must arrive mid-stream
     close_code, _ = await run_bad_socket(gateway.ws_url, frames)
     assert close_code == code, name
     report = await good
-    await gateway.captured.wait_for(lambda: len([e for e in gateway.captured.events_of("stopped") if e["call_id"] != "bad-call"]) == 3)
+    await gateway.captured.wait_for(
+        lambda: len([e for e in gateway.captured.events_of("stopped") if e["call_id"] != "bad-call"]) == 3
+    )
     for call in report.calls:
         assert call.close_code == 1000
         for track in ("inbound", "outbound"):
@@ -75,7 +94,9 @@ async def test_bad_input_closes_only_its_own_socket(
     if frames and frames[0] == json.dumps(START):
         # a started stream that fails still reports: error, then stopped (last)
         bad = [e for e in gateway.captured.events if e["call_id"] == "bad-call"]
-        await gateway.captured.wait_for(lambda: any(e["call_id"] == "bad-call" and e["type"] == "stopped" for e in gateway.captured.events))
+        await gateway.captured.wait_for(
+            lambda: any(e["call_id"] == "bad-call" and e["type"] == "stopped" for e in gateway.captured.events)
+        )
         bad = [e["type"] for e in gateway.captured.events if e["call_id"] == "bad-call"]
         assert bad == ["started", "error", "stopped"]
 
@@ -130,24 +151,45 @@ spec:
     return routes, secrets
 
 
-async def test_wrong_or_missing_token_refused_before_any_audio(gateway_factory: GatewayFactory, tmp_path: Path, caplog: Any) -> None:
+async def test_wrong_or_missing_token_refused_before_any_audio(
+    gateway_factory: GatewayFactory, tmp_path: Path, caplog: Any
+) -> None:
     routes, secrets = write_secured_routes(tmp_path, "t0ps3cret")
-    gw = await gateway_factory(**{"routing.source": "file", "routing.file": routes, "routing.secrets_dir": secrets, "routing.default_route": False})
+    gw = await gateway_factory(
+        **{
+            "routing.source": "file",
+            "routing.file": routes,
+            "routing.secrets_dir": secrets,
+            "routing.default_route": False,
+        }
+    )
     caplog.set_level("DEBUG")
     # route key in the path: refused with 401 at the upgrade
     for token in ("wrong-token", None):
-        report = await simulate(SimulateOptions(url=gw.ws_url, calls=1, duration=0.2, realtime=False, control_id="sec-1", token=token))
+        report = await simulate(
+            SimulateOptions(url=gw.ws_url, calls=1, duration=0.2, realtime=False, control_id="sec-1", token=token)
+        )
         assert report.calls[0].error is not None and "401" in report.calls[0].error
     # route key only in customParameters: refused at start with 1008, before any frame
     report = await simulate(
-        SimulateOptions(url=gw.ws_url, calls=1, duration=0.2, realtime=False, control_id="sec-2", control_id_in_path=False, token="nope")
+        SimulateOptions(
+            url=gw.ws_url,
+            calls=1,
+            duration=0.2,
+            realtime=False,
+            control_id="sec-2",
+            control_id_in_path=False,
+            token="nope",
+        )
     )
     assert report.calls[0].close_code == 1008
     assert gw.captured.audio == [] and gw.captured.events == []
     await gw.metric_reaches("sgw_auth_failures_total", 2, reason="invalid")
     await gw.metric_reaches("sgw_auth_failures_total", 1, reason="missing")
     # the right token streams
-    report = await simulate(SimulateOptions(url=gw.ws_url, calls=1, duration=0.2, realtime=False, control_id="sec-3", token="t0ps3cret"))
+    report = await simulate(
+        SimulateOptions(url=gw.ws_url, calls=1, duration=0.2, realtime=False, control_id="sec-3", token="t0ps3cret")
+    )
     assert report.calls[0].close_code == 1000
     await gw.captured.wait_for(lambda: len(gw.captured.events_of("stopped")) == 1)
     assert {m.subject.split(".")[0] for m in gw.captured.audio} == {"secure"}

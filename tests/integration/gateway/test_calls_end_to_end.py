@@ -45,11 +45,27 @@ def assert_delivered_exactly(gw: RunningGateway, report: SimulationReport, codec
                 assert headers["traceparent"] == traceparent
                 assert headers["Sgw-Ts"].isdigit()
             stats = stopped["tracks"][track]
-            assert stats == {"frames": len(sent), "bytes": sum(map(len, sent)), "gaps": 0, "duplicates": 0, "reordered": 0, "dropped": 0}
+            assert stats == {
+                "frames": len(sent),
+                "bytes": sum(map(len, sent)),
+                "gaps": 0,
+                "duplicates": 0,
+                "reordered": 0,
+                "dropped": 0,
+            }
 
 
 async def test_fifty_calls_both_tracks_every_frame_exactly_once(gateway: RunningGateway) -> None:
-    opts = SimulateOptions(url=gateway.ws_url, calls=50, track="both", codec="PCMU", duration=1.0, realtime=True, control_id="sales-1", seed=7)
+    opts = SimulateOptions(
+        url=gateway.ws_url,
+        calls=50,
+        track="both",
+        codec="PCMU",
+        duration=1.0,
+        realtime=True,
+        control_id="sales-1",
+        seed=7,
+    )
     report = await simulate(opts)
     await gateway.captured.wait_for(lambda: len(gateway.captured.events_of("stopped")) == 50)
     assert_delivered_exactly(gateway, report, "PCMU")
@@ -64,7 +80,9 @@ async def test_fifty_calls_both_tracks_every_frame_exactly_once(gateway: Running
 @pytest.mark.parametrize("codec", ["PCMA", "L16@16000", "L16@24000"])
 @pytest.mark.parametrize("dialect", ["signalwire", "twilio"])
 async def test_codecs_and_dialects(gateway: RunningGateway, codec: str, dialect: str) -> None:
-    opts = SimulateOptions(url=gateway.ws_url, calls=2, track="both", codec=codec, duration=0.4, realtime=False, dialect=dialect)  # type: ignore[arg-type]
+    opts = SimulateOptions(
+        url=gateway.ws_url, calls=2, track="both", codec=codec, duration=0.4, realtime=False, dialect=dialect
+    )  # type: ignore[arg-type]
     report = await simulate(opts)
     await gateway.captured.wait_for(lambda: len(gateway.captured.events_of("stopped")) == 2)
     assert_delivered_exactly(gateway, report, codec)
@@ -78,11 +96,18 @@ async def test_codecs_and_dialects(gateway: RunningGateway, codec: str, dialect:
         ({"duplicate": 0.1}, lambda st, c: st["duplicates"] == c.frames_duplicated["inbound"] > 0 and st["gaps"] == 0),
         # a swapped pair first looks like a gap, then the late frame arrives: counted as both, except when
         # the very first frame is the late one (nothing came before it to leave a gap)
-        ({"reorder": 0.1}, lambda st, c: st["reordered"] == c.frames_reordered["inbound"] > 0
-         and st["gaps"] in (st["reordered"], st["reordered"] - 1)),
+        (
+            {"reorder": 0.1},
+            lambda st, c: (
+                st["reordered"] == c.frames_reordered["inbound"] > 0
+                and st["gaps"] in (st["reordered"], st["reordered"] - 1)
+            ),
+        ),
     ],
 )
-async def test_faults_are_counted_in_stopped_and_metrics(gateway: RunningGateway, fault: dict[str, float], expect: Any) -> None:
+async def test_faults_are_counted_in_stopped_and_metrics(
+    gateway: RunningGateway, fault: dict[str, float], expect: Any
+) -> None:
     opts = SimulateOptions(url=gateway.ws_url, calls=3, track="inbound", duration=2.0, realtime=False, seed=3, **fault)  # type: ignore[arg-type]
     report = await simulate(opts)
     await gateway.captured.wait_for(lambda: len(gateway.captured.events_of("stopped")) == 3)
@@ -97,17 +122,25 @@ async def test_faults_are_counted_in_stopped_and_metrics(gateway: RunningGateway
 
 
 async def test_missing_connected_and_abrupt_close(gateway: RunningGateway) -> None:
-    report = await simulate(SimulateOptions(url=gateway.ws_url, calls=1, duration=0.2, realtime=False, no_connected=True))
+    report = await simulate(
+        SimulateOptions(url=gateway.ws_url, calls=1, duration=0.2, realtime=False, no_connected=True)
+    )
     assert report.calls[0].close_code == 1000
-    report = await simulate(SimulateOptions(url=gateway.ws_url, calls=1, duration=0.2, realtime=False, abrupt_close=True))
+    report = await simulate(
+        SimulateOptions(url=gateway.ws_url, calls=1, duration=0.2, realtime=False, abrupt_close=True)
+    )
     call = report.calls[0]
-    await gateway.captured.wait_for(lambda: any(e["call_id"] == call.call_id for e in gateway.captured.events_of("stopped")))
+    await gateway.captured.wait_for(
+        lambda: any(e["call_id"] == call.call_id for e in gateway.captured.events_of("stopped"))
+    )
     stopped = next(e for e in gateway.captured.events_of("stopped") if e["call_id"] == call.call_id)
     assert stopped["reason"] == "closed"  # no stop message: stopped is still the last event
     assert stopped["tracks"]["inbound"]["frames"] == len(call.sent["inbound"])
 
 
-async def test_control_id_in_custom_parameters_routes_and_names_subjects(gateway_factory: GatewayFactory, tmp_path: Any) -> None:
+async def test_control_id_in_custom_parameters_routes_and_names_subjects(
+    gateway_factory: GatewayFactory, tmp_path: Any
+) -> None:
     routes = tmp_path / "routes.yaml"
     routes.write_text(
         """
@@ -120,7 +153,9 @@ spec:
 """
     )
     gw = await gateway_factory(**{"routing.source": "file", "routing.file": routes})
-    opts = SimulateOptions(url=gw.ws_url, calls=1, duration=0.2, realtime=False, control_id="ana-7", control_id_in_path=False)
+    opts = SimulateOptions(
+        url=gw.ws_url, calls=1, duration=0.2, realtime=False, control_id="ana-7", control_id_in_path=False
+    )
     report = await simulate(opts)
     await gw.captured.wait_for(lambda: len(gw.captured.events_of("stopped")) == 1)
     assert {m.subject for m in gw.captured.audio} == {"analytics.ana-7.inbound"}

@@ -26,7 +26,9 @@ def _start(**body: Any) -> str:
         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
     }
     start.update(body)
-    return json.dumps({"event": "start", "sequenceNumber": "1", "start": {k: v for k, v in start.items() if v is not None}})
+    return json.dumps(
+        {"event": "start", "sequenceNumber": "1", "start": {k: v for k, v in start.items() if v is not None}}
+    )
 
 
 def test_recorded_twilio_session_decodes() -> None:
@@ -105,7 +107,11 @@ def test_streamsid_at_top_level_only() -> None:
 @pytest.mark.parametrize("counter", ["7", 7])
 def test_counters_as_strings_or_numbers(counter: str | int) -> None:
     payload = base64.b64encode(b"\x01\x02").decode()
-    msg = {"event": "media", "sequenceNumber": counter, "media": {"track": "outbound", "chunk": counter, "timestamp": counter, "payload": payload}}
+    msg = {
+        "event": "media",
+        "sequenceNumber": counter,
+        "media": {"track": "outbound", "chunk": counter, "timestamp": counter, "payload": payload},
+    }
     event = decode(json.dumps(msg))
     assert event == Media(track="outbound", payload=b"\x01\x02", timestamp=7, chunk=7, sequence=7)
 
@@ -117,7 +123,13 @@ def test_tracks_are_normalised() -> None:
 
 def test_raw_event_envelope_is_unwrapped() -> None:
     inner = {"event": "connected", "protocol": "Call", "version": "0.2.0"}
-    envelope = {"timestamp": 1, "direction": "inbound", "eventType": "connected", "sequenceNumber": 0, "rawEvent": inner}
+    envelope = {
+        "timestamp": 1,
+        "direction": "inbound",
+        "eventType": "connected",
+        "sequenceNumber": 0,
+        "rawEvent": inner,
+    }
     assert decode(json.dumps(envelope)) == Connected(version="0.2.0", protocol="Call")
     start_env = {"eventType": "start", "rawEvent": json.loads(_start())}
     assert isinstance(decode(json.dumps(start_env)), Start)

@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from sgw_routes.compile import compile_table
 from sgw_routes.manifest import InvalidRoute, parse_streamroute
 from sgw_routes.model import RoutingTable, decode_table, default_route, encode_table, hash_token, specificity
 from sgw_routes.subjects import TemplateError, render, sanitize_token, validate_template
 
 
-def sr(name: str, spec: dict[str, Any] | None = None, created: str = "2026-01-01T00:00:00Z", ns: str = "default") -> dict[str, Any]:
+def sr(
+    name: str, spec: dict[str, Any] | None = None, created: str = "2026-01-01T00:00:00Z", ns: str = "default"
+) -> dict[str, Any]:
     return {
         "apiVersion": "streamgateway.io/v1alpha1",
         "kind": "StreamRoute",
@@ -20,7 +23,9 @@ def sr(name: str, spec: dict[str, Any] | None = None, created: str = "2026-01-01
     }
 
 
-@pytest.mark.parametrize("template", ["audio.{call_id}.{track}", "a", "x-y.z_1.{route}{track}", "t.{account_id}.{stream_id}"])
+@pytest.mark.parametrize(
+    "template", ["audio.{call_id}.{track}", "a", "x-y.z_1.{route}{track}", "t.{account_id}.{stream_id}"]
+)
 def test_valid_templates(template: str) -> None:
     assert validate_template(template) == template
 
@@ -53,14 +58,23 @@ def test_parse_full_manifest() -> None:
             {
                 "match": {"controlId": "tx-*", "tracks": ["inbound"], "customParameters": {"tier": "gold"}},
                 "priority": 5,
-                "target": {"subject": "stt.{call_id}.{track}", "eventsSubject": "stt-ev.{call_id}", "jetstream": {"stream": "STT"}},
+                "target": {
+                    "subject": "stt.{call_id}.{track}",
+                    "eventsSubject": "stt-ev.{call_id}",
+                    "jetstream": {"stream": "STT"},
+                },
                 "auth": {"bearerTokenSecretRef": {"name": "tx-token"}},
                 "playback": {"subject": "play.{call_id}"},
             },
         )
     )
     assert spec.key == "default/transcribe"
-    assert (spec.control_id, spec.tracks, spec.custom_parameters, spec.priority) == ("tx-*", ("inbound",), {"tier": "gold"}, 5)
+    assert (spec.control_id, spec.tracks, spec.custom_parameters, spec.priority) == (
+        "tx-*",
+        ("inbound",),
+        {"tier": "gold"},
+        5,
+    )
     assert spec.jetstream_stream == "STT" and spec.secret_ref is not None and spec.secret_ref.key == "token"
 
 
@@ -101,8 +115,12 @@ def test_precedence_specific_then_priority_then_oldest_then_name() -> None:
 
 
 def test_identical_match_blocks_conflict_and_the_loser_leaves_the_table() -> None:
-    a = parse_streamroute(sr("a", {"match": {"controlId": "x-*", "tracks": ["outbound", "inbound"]}}, created="2026-01-01T00:00:00Z"))
-    b = parse_streamroute(sr("b", {"match": {"controlId": "x-*", "tracks": ["inbound", "outbound"]}}, created="2026-02-01T00:00:00Z"))
+    a = parse_streamroute(
+        sr("a", {"match": {"controlId": "x-*", "tracks": ["outbound", "inbound"]}}, created="2026-01-01T00:00:00Z")
+    )
+    b = parse_streamroute(
+        sr("b", {"match": {"controlId": "x-*", "tracks": ["inbound", "outbound"]}}, created="2026-02-01T00:00:00Z")
+    )
     compiled = compile_table([b, a], {}, version=1)
     assert [r.name for r in compiled.table.routes] == ["default/a"]
     assert compiled.conflicts == {"default/b": "default/a"}
