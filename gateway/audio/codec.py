@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from gateway.audio import g711, pcm
+from gateway.protocol import media
 
 CodecName = Literal["PCMU", "PCMA", "L16"]
 
@@ -26,19 +27,6 @@ _ENCODING: Final[dict[CodecName, str]] = {
     "PCMU": "audio/x-mulaw",
     "PCMA": "audio/x-alaw",
     "L16": "audio/x-L16",
-}
-_FROM_ENCODING: Final[dict[str, CodecName]] = {
-    "audio/x-mulaw": "PCMU",
-    "audio/mulaw": "PCMU",
-    "audio/pcmu": "PCMU",
-    "pcmu": "PCMU",
-    "audio/x-alaw": "PCMA",
-    "audio/alaw": "PCMA",
-    "audio/pcma": "PCMA",
-    "pcma": "PCMA",
-    "audio/x-l16": "L16",
-    "audio/l16": "L16",
-    "l16": "L16",
 }
 _NAMES: Final[dict[str, CodecName]] = {"PCMU": "PCMU", "PCMA": "PCMA", "L16": "L16"}
 _SPELLING: Final = re.compile(r"^(PCMU|PCMA|L16)(?:[@/](\d+)H?)?$")
@@ -135,8 +123,9 @@ def parse_codec(text: str) -> CodecSpec:
 
 
 def codec_from_media_format(encoding: str, sample_rate: int) -> CodecSpec:
-    """A codec from a ``start.mediaFormat`` (``audio/x-mulaw`` 8000, ``audio/x-L16`` 24000, ...)."""
-    name = _FROM_ENCODING.get(encoding.strip().lower())
-    if name is None:
-        raise CodecError(f"unknown mediaFormat encoding {encoding!r}")
-    return parse_codec(f"{name}/{sample_rate}")
+    """A codec from a ``start.mediaFormat`` (``audio/x-mulaw`` 8000, ``audio/x-L16`` 24000, ...).
+
+    The encoding names are the gateway's own mapping (one table, in the protocol core); this
+    only adds what the tools can encode and decode.
+    """
+    return parse_codec(media.codec_from_media_format(encoding, sample_rate).label)
