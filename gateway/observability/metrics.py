@@ -165,6 +165,12 @@ class GatewayMetrics:
             ["provider", "reason"],
             registry=registry,
         )
+        self.playback_messages = Counter(
+            "sgw_playback_messages_total",
+            "Back-channel messages from consumers to providers, by kind (media, mark, clear, dtmf) or refusal.",
+            ["reason"],
+            registry=registry,
+        )
         self.ready = Gauge("sgw_ready", "1 while /readyz answers 200.", registry=registry)
         self.draining = Gauge("sgw_draining", "1 after SIGTERM, while live streams drain.", registry=registry)
         self._initialise_known_labels()
@@ -178,6 +184,8 @@ class GatewayMetrics:
         for reason in ("draining", "stream_limit", "unauthorized"):
             self.upgrades_rejected.labels(reason)
         self.messages_ignored.labels("unknown_event")
+        for reason in ("media", "mark", "clear", "dtmf", "invalid", "not_streaming"):
+            self.playback_messages.labels(reason)
         for provider in ("signalwire", "twilio", "unknown"):
             for reason in ("accepted", "invalid", "unavailable"):
                 self.status_callbacks.labels(provider, reason)
@@ -238,6 +246,7 @@ METRIC_NAMES: Final = frozenset(
         "sgw_route_table_routes",
         "sgw_route_table_updates_total",
         "sgw_status_callbacks_total",
+        "sgw_playback_messages_total",
         "sgw_ready",
         "sgw_draining",
     }

@@ -6,16 +6,19 @@ Contract: ``publish`` either hands the message to the bus or raises
 count it as dropped). A message that was handed over but that the broker never confirmed, because
 the connection died first, is given back through ``on_lost`` so the caller can send it again:
 with core NATS, a message written into a socket that then breaks is otherwise lost silently.
-Implementations: :class:`~gateway.publish.nats.NatsPublisher` and the in-memory twin
+The same seam carries the few subscriptions the gateway makes (playback subjects of
+bidirectional streams). Implementations: :class:`~gateway.publish.nats.NatsPublisher` and the in-memory twin
 :class:`~gateway.publish.memory.MemoryPublisher`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 LostCallback = Callable[[Any], None]
+MessageHandler = Callable[[bytes], Awaitable[None]]
+Unsubscribe = Callable[[], Awaitable[None]]
 
 
 @runtime_checkable
@@ -43,6 +46,11 @@ class Publisher(Protocol):
         If the connection breaks before the broker confirmed the message, ``on_lost(token)`` is
         called once (from the event loop) so the owner can send it again.
         """
+        ...
+
+    async def subscribe(self, subject: str, handler: MessageHandler) -> Unsubscribe:
+        """Deliver the payloads published on ``subject`` to ``handler``, in order (the playback
+        back-channel of bidirectional streams). Returns the coroutine function that unsubscribes."""
         ...
 
     async def close(self, timeout: float) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import PublishRejected, PublishUnavailable
-from gateway.publish.base import LostCallback
+from gateway.publish.base import LostCallback, MessageHandler, Unsubscribe
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,7 @@ class MemoryPublisher:
         self._ready.set()
         self._confirm = confirm
         self._unconfirmed: list[tuple[LostCallback, Any, int]] = []
+        self._handlers: dict[str, list[MessageHandler]] = {}
         self.closed = False
 
     def is_ready(self) -> bool:
@@ -64,6 +65,16 @@ class MemoryPublisher:
         self.messages.append(PublishedMessage(subject, payload, dict(headers or {}), jetstream))
         if not self._confirm and on_lost is not None:
             self._unconfirmed.append((on_lost, token, len(self.messages) - 1))
+        for handler in list(self._handlers.get(subject, ())):  # exact subjects only: no wildcards here
+            await handler(payload)
+
+    async def subscribe(self, subject: str, handler: MessageHandler) -> Unsubscribe:
+        self._handlers.setdefault(subject, []).append(handler)
+
+        async def unsubscribe() -> None:
+            self._handlers[subject].remove(handler)
+
+        return unsubscribe
 
     def confirm_all(self) -> None:
         self._unconfirmed.clear()

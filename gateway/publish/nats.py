@@ -23,9 +23,10 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 
 from gateway.errors import PublishRejected, PublishUnavailable
-from gateway.publish.base import LostCallback
+from gateway.publish.base import LostCallback, MessageHandler, Unsubscribe
 from gateway.publish.connection import NatsConnection
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,13 @@ class NatsPublisher:
             self._inflight.append((on_lost, token))
             self._idle.clear()
             self._work.set()
+
+    async def subscribe(self, subject: str, handler: MessageHandler) -> Unsubscribe:
+        async def deliver(msg: Msg) -> None:
+            await handler(msg.data)
+
+        sub = await self._nc.subscribe(subject, cb=deliver)
+        return sub.unsubscribe
 
     async def _publish_js(self, subject: str, payload: bytes, headers: dict[str, str] | None, stream: str) -> None:
         try:

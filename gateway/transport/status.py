@@ -36,7 +36,7 @@ def parse_status(content_type: str, body: bytes, query: Mapping[str, str]) -> di
     if content_type == "application/json" and body:
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
             raise StatusError("body is not valid JSON") from None
         if not isinstance(data, dict):
             raise StatusError("JSON body must be an object")

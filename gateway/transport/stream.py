@@ -23,7 +23,9 @@ from gateway.protocol.actions import Action, AudioOut, Close, EventOut, Started,
 from gateway.protocol.dialects import twilio
 from gateway.protocol.session import State, StreamSession
 from gateway.transport.context import GatewayContext
+from gateway.transport.playback import Playback
 from gateway.transport.pump import StreamPump
+from sgw_routes.subjects import render
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class ProviderStream:
         self._log: logging.Logger | StreamLogger = logger
         self._close_code: int | None = None
         self._close_reason = ""
+        self._playback: Playback | None = None
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -93,15 +96,7 @@ class ProviderStream:
                     )
                     break
                 elif kind is WSMsgType.ERROR:
-                    exc = ws.exception()
-                    code = getattr(exc, "code", None)
-                    if code == CloseCode.MESSAGE_TOO_BIG:
-                        ws_err = RemoteProtocolError(
-                            "message too big", reason="too_big", close_code=CloseCode.MESSAGE_TOO_BIG
-                        )
-                    else:
-                        ws_err = RemoteProtocolError(f"websocket error: {type(exc).__name__}", reason="ws_error")
-                    await self._fail(ws_err)
+                    await self._fail(_websocket_error(ws.exception()))
                     break
                 else:  # CLOSE, CLOSING, CLOSED: the provider (or the network) ended the socket
                     await self._execute(session.finish("closed", time.time()))
@@ -113,6 +108,8 @@ class ProviderStream:
         finally:
             if session.state is not State.CLOSED:
                 await self._execute(session.finish("closed", time.time()))
+            if self._playback is not None:
+                await self._playback.stop()
             self._finish_observability()
 
     async def shutdown(self) -> None:
@@ -150,6 +147,7 @@ class ProviderStream:
                     self.ctx.tracing.event(self._span, action.kind, attrs)
             elif isinstance(action, Started):
                 self._on_started(action.info)
+                await self._start_playback(action.info)
             elif isinstance(action, Close):
                 closed = True
                 if self._close_code is None:
@@ -192,6 +190,27 @@ class ProviderStream:
             ",".join(info.tracks),
         )
 
+    async def _start_playback(self, info: StreamInfo) -> None:
+        template = info.route.playback_subject
+        if template is None:
+            return
+        values = {
+            "call_id": info.call_id,
+            "stream_id": info.stream_id,
+            "control_id": info.control_id,
+            "route": info.route.metric_label,
+            "account_id": info.account_id,
+        }
+        self._playback = Playback(
+            self.ctx.publisher,
+            self.ctx.metrics,
+            self.ws,
+            stream_id=info.stream_id,
+            subject=render(template, values),
+            is_streaming=lambda: self.session.state is State.STREAMING,
+        )
+        await self._playback.start()
+
     def _finish_observability(self) -> None:
         m = self.ctx.metrics
         session = self.session
@@ -217,6 +236,20 @@ class ProviderStream:
             self.ctx.tracing.end(self._span, reason=session.stop_reason or reason, error=error)
         frames = {t: s.frames for t, s in session.tracks.items() if s.frames}
         self._log.info("stream ended: reason=%s code=%s frames=%s", session.stop_reason, code, frames)
+
+
+def _websocket_error(exc: BaseException | None) -> RemoteProtocolError:
+    """aiohttp's reader rejected a frame and has already closed the socket with ``exc.code``."""
+    code = getattr(exc, "code", None)
+    if code == CloseCode.MESSAGE_TOO_BIG:
+        return RemoteProtocolError("message too big", reason="too_big", close_code=CloseCode.MESSAGE_TOO_BIG)
+    if code == CloseCode.INVALID_PAYLOAD:  # a text frame that is not UTF-8
+        return RemoteProtocolError("text frame is not UTF-8", reason="malformed", close_code=CloseCode.INVALID_PAYLOAD)
+    try:
+        close_code = CloseCode(code) if code is not None else CloseCode.POLICY_VIOLATION
+    except ValueError:
+        close_code = CloseCode.POLICY_VIOLATION
+    return RemoteProtocolError(f"websocket error: {type(exc).__name__}", reason="ws_error", close_code=close_code)
 
 
 def bearer_token(request: web.Request) -> str | None:

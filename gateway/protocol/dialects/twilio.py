@@ -99,7 +99,7 @@ class _Probe(msgspec.Struct, frozen=True):
     """What we look at when the tagged decode fails: unknown kind, or the rawEvent envelope."""
 
     event: Any = None
-    rawEvent: msgspec.Raw | None = None  # noqa: N815
+    rawEvent: msgspec.Raw = msgspec.Raw()  # noqa: N815 - msgspec.Raw cannot sit in a union with None
 
 
 _DECODER: Final = msgspec.json.Decoder(_Wire, strict=False)
@@ -114,9 +114,14 @@ def _malformed(detail: str) -> RemoteProtocolError:
 def decode(data: str | bytes) -> InboundEvent:
     """Decode one text frame into a canonical event."""
     try:
-        wire = _DECODER.decode(data)
-    except msgspec.DecodeError as exc:
-        return _fallback(data, exc)
+        try:
+            wire = _DECODER.decode(data)
+        except msgspec.DecodeError as exc:
+            return _fallback(data, exc)
+    except RecursionError:
+        # msgspec raises RecursionError, not DecodeError, for deeply nested JSON in ``Any``
+        # fields (customParameters, rawEvent, an unknown event's body): a peer's doing, not ours.
+        raise _malformed("nested too deeply") from None
     return _convert(wire)
 
 
@@ -125,7 +130,7 @@ def _fallback(data: str | bytes, exc: msgspec.DecodeError) -> InboundEvent:
         probe = _PROBE.decode(data)
     except msgspec.DecodeError:
         raise _malformed(str(exc)) from None
-    if probe.rawEvent is not None:
+    if probe.rawEvent:
         try:
             return _convert(_DECODER.decode(probe.rawEvent))
         except msgspec.DecodeError as inner:
