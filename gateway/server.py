@@ -157,6 +157,7 @@ class GatewayServer:
             m.route_table_updates.labels("applied").inc()
 
         ctx.routes.add_listener(on_table)
+        ctx.routes.add_rejection_listener(lambda _reason: m.route_table_updates.labels("invalid").inc())
 
     def _tls_context(self) -> ssl.SSLContext | None:
         srv = self.settings.server

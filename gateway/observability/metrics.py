@@ -184,6 +184,8 @@ class GatewayMetrics:
         for reason in ("draining", "stream_limit", "unauthorized"):
             self.upgrades_rejected.labels(reason)
         self.messages_ignored.labels("unknown_event")
+        for reason in ("applied", "invalid"):
+            self.route_table_updates.labels(reason)
         for reason in ("media", "mark", "clear", "dtmf", "invalid", "not_streaming"):
             self.playback_messages.labels(reason)
         for provider in ("signalwire", "twilio", "unknown"):

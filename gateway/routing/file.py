@@ -120,6 +120,7 @@ class FileRouteSource(BaseSource):
             table = self._load()
         except ConfigError as exc:
             self.reload_errors += 1
+            self._reject(exc.message)
             logger.error("routes file not reloaded, previous routes stay in force: %s", exc)
             return False
         self._swap(table)

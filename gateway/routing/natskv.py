@@ -95,6 +95,7 @@ class NatsKvRouteSource(BaseSource):
             table = decode_table(data)
         except msgspec.DecodeError as exc:
             self.invalid_updates += 1
+            self._reject(f"undecodable table: {exc}")
             logger.error("ignoring an undecodable route table from KV (previous table stays): %s", exc)
             return
         if self._default is not None and table.default is None:

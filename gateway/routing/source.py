@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 from sgw_routes.model import RoutingTable
 
 TableListener = Callable[[RoutingTable], None]
+RejectionListener = Callable[[str], None]
 
 
 @runtime_checkable
@@ -31,6 +32,10 @@ class RouteSource(Protocol):
         """Call ``listener`` with every new table (metrics, logs)."""
         ...
 
+    def add_rejection_listener(self, listener: RejectionListener) -> None:
+        """Call ``listener`` with the reason whenever a new table is refused (the old one stays)."""
+        ...
+
     async def start(self) -> None:
         """Load the first table (bounded wait) and start following changes."""
         ...
@@ -45,6 +50,7 @@ class BaseSource:
         self._table = initial if initial is not None else RoutingTable()
         self._has_table = initial is not None
         self._listeners: list[TableListener] = []
+        self._rejection_listeners: list[RejectionListener] = []
 
     def snapshot(self) -> RoutingTable:
         return self._table
@@ -55,6 +61,13 @@ class BaseSource:
 
     def add_listener(self, listener: TableListener) -> None:
         self._listeners.append(listener)
+
+    def add_rejection_listener(self, listener: RejectionListener) -> None:
+        self._rejection_listeners.append(listener)
+
+    def _reject(self, reason: str) -> None:
+        for listener in self._rejection_listeners:
+            listener(reason)
 
     def _swap(self, table: RoutingTable) -> None:
         self._table = table

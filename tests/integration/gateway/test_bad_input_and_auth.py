@@ -217,6 +217,7 @@ spec:
     source: Any = gw.server.ctx.routes  # type: ignore[union-attr]
     await gw.captured.wait_for(lambda: source.snapshot().version >= 2, timeout=10)
     routes.write_text("this: [is not valid")  # a bad edit keeps the previous table
+    await gw.metric_reaches("sgw_route_table_updates_total", 1, reason="invalid")
     new = await simulate(SimulateOptions(url=gw.ws_url, calls=1, duration=0.2, realtime=False, seed=2))
     old = await live
     await gw.captured.wait_for(lambda: len(gw.captured.events_of("stopped")) == 2)
