@@ -79,6 +79,7 @@ class OperatorStack:
             "SGW_OPERATOR_NATS_URL": nats_server.url,
             "SGW_OPERATOR_NAMESPACES": namespace,
             "SGW_OPERATOR_METRICS_PORT": "0",
+            "SGW_OPERATOR_LISTEN_HOST": "127.0.0.1",
             "SGW_OPERATOR_DELETE_TIMEOUT": "5",
             "KUBECONFIG": str(k8s.kubeconfig),
         }

@@ -154,27 +154,30 @@ async def test_invalid_routes_rejected_by_schema_or_reported(operator_stack: Ope
 
 async def test_secret_missing_then_created_then_rotated(operator_stack: OperatorStack) -> None:
     s = operator_stack
-    spec = {
-        "match": {"controlId": "secure-*"},
-        "auth": {"bearerTokenSecretRef": {"name": "secure-token", "key": "token"}},
-    }
-    s.kubectl("apply", "-f", "-", input=manifest("secure", spec))
+    secure = {"match": {"controlId": "secure-*"}, "auth": {"bearerTokenSecretRef": {"name": "secure-token"}}}
+    s.kubectl("apply", "-f", "-", input=manifest("secure", secure))
     obj = await s.wait_condition("secure", status="False", reason="SecretNotFound")
     assert "voice/secure-token" in condition(obj, "Ready")["message"]  # type: ignore[index]
     assert condition(obj, "Accepted")["status"] == "True"  # type: ignore[index]
+    assert obj["spec"]["auth"]["bearerTokenSecretRef"]["key"] == "token"  # the CRD's default
     assert route_names(await s.wait_table(lambda t: True)) == []
 
-    s.kubectl("create", "secret", "generic", "secure-token", "--from-literal=other=x")
-    await s.wait_condition("secure", status="False", reason="SecretKeyNotFound")
-
-    patch = {"data": {"token": base64.b64encode(b"first-token\n").decode()}}
-    s.kubectl("patch", "secret/secure-token", "--type=merge", "-p", json.dumps(patch))
-    await s.wait_condition("secure", status="True")
+    # The Secret appears: the route becomes Ready without being touched.
+    s.kubectl("create", "secret", "generic", "secure-token", "--from-literal=token=first-token")
+    s.kubectl("wait", "--for=condition=Ready", "--timeout=30s", "sr/secure", timeout=60)
     table = await s.wait_table(lambda t: route_names(t) == ["voice/secure"])
-    # Trailing whitespace is stripped, as in the gateway's file mode.
     assert table.routes[0].token_sha256 == hash_token("first-token")
 
-    patch = {"data": {"token": base64.b64encode(b"second-token").decode()}}
+    # Another route wants a key the Secret does not have.
+    other_key = {
+        "match": {"controlId": "other-*"},
+        "auth": {"bearerTokenSecretRef": {"name": "secure-token", "key": "x"}},
+    }
+    s.kubectl("apply", "-f", "-", input=manifest("other-key", other_key))
+    await s.wait_condition("other-key", status="False", reason="SecretKeyNotFound")
+
+    # Rotation: the stored hash follows the Secret; trailing whitespace is stripped as in file mode.
+    patch = {"data": {"token": base64.b64encode(b"second-token\n").decode()}}
     s.kubectl("patch", "secret/secure-token", "--type=merge", "-p", json.dumps(patch))
     rotated = await s.wait_table(
         lambda t: bool(t.routes) and t.routes[0].token_sha256 == hash_token("second-token"), message="rotated hash"

@@ -25,6 +25,12 @@ def test_help_lists_the_settings(capsys: pytest.CaptureFixture[str]) -> None:
     assert "SGW_OPERATOR_KV_BUCKET" in out
 
 
+def test_unknown_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--livenes=http://0.0.0.0:8081/healthz"]) == 2
+    assert "--livenes" in capsys.readouterr().err
+    assert main(["--verbose"]) == 2
+
+
 def test_a_bad_setting_exits_2_naming_it(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("SGW_OPERATOR_KV_BUKET", "typo")
     assert main([]) == 2

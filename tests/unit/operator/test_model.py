@@ -190,3 +190,12 @@ def test_snapshot_defaults_namespace() -> None:
     obj = route_obj("a")
     del obj["metadata"]["namespace"]
     assert snapshot(obj).key == "default/a"
+
+
+def test_snapshot_survives_what_slips_past_the_schema() -> None:
+    obj = route_obj("odd", {"priority": "high"})
+    obj["metadata"]["generation"] = "7"
+    s = snapshot(obj)
+    assert s.generation == 0
+    assert s.spec is None
+    assert s.invalid_reason == "InvalidSpec"

@@ -301,3 +301,26 @@ async def test_bootstrap_waits_for_kopf_when_routes_exist() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_nats_down_at_start_up_leaves_ready_routes_alone() -> None:
+    ready = {
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "lastTransitionTime": NOW},
+            {"type": "Ready", "status": "True", "reason": "Ready", "message": "", "lastTransitionTime": NOW},
+        ],
+        "table": {"version": 3},
+    }
+    sink = MemoryTableSink()
+    sink.fail = True
+    w = World(sink)
+    w.put(
+        snap("live", status=ready),
+        snap("new", {"match": {"controlId": "new"}}),
+        snap("bad", {"match": {"controlId": "["}}),
+    )
+    assert not await w.rec.reconcile()
+    assert "voice/live" not in w.kube.statuses  # unknown, not lost: no flapping during an outage
+    assert w.kube.ready("voice/new") == ("False", "PublishFailed")
+    assert w.kube.ready("voice/bad") == ("False", "InvalidPattern")

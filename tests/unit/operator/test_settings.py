@@ -15,7 +15,7 @@ def test_defaults() -> None:
     assert s.nats.url == "nats://nats:4222"
     assert (s.kv.bucket, s.kv.key, s.kv.history) == ("sgw-routes", "table", 5)
     assert s.namespaces == ()
-    assert (s.metrics_port, s.health_port) == (9091, 8080)
+    assert (s.metrics_port, s.health_port) == (9091, 8081)
     assert s.kubeconfig is None
 
 
@@ -68,7 +68,8 @@ def test_known_variables_match_the_documented_names() -> None:
         ({"SGW_OPERATOR_KV_BUKET": "x"}, "SGW_OPERATOR_KV_BUKET"),
         ({"SGW_OPERATOR_METRICS_PORT": "http"}, "SGW_OPERATOR_METRICS_PORT"),
         ({"SGW_OPERATOR_METRICS_PORT": "70000"}, "SGW_OPERATOR_METRICS_PORT"),
-        ({"SGW_OPERATOR_METRICS_PORT": "8080"}, "SGW_OPERATOR_METRICS_PORT"),
+        ({"SGW_OPERATOR_METRICS_PORT": "8081"}, "SGW_OPERATOR_METRICS_PORT"),
+        ({"SGW_OPERATOR_NATS_TLS_CERT_FILE": "/c.pem"}, "SGW_OPERATOR_NATS_TLS_CERT_FILE"),
         ({"SGW_OPERATOR_NATS_URL": " "}, "SGW_OPERATOR_NATS_URL"),
         ({"SGW_OPERATOR_NATS_USER": "op"}, "SGW_OPERATOR_NATS_USER"),
         ({"SGW_OPERATOR_KV_BUCKET": "a.b"}, "SGW_OPERATOR_KV_BUCKET"),

@@ -115,3 +115,19 @@ def test_ready_event_only_on_status_or_reason_change() -> None:
 )
 def test_metric_reason(outcome: Outcome, kw: dict[str, Any], reason: str) -> None:
     assert status.metric_reason(build(outcome, **kw)) == reason
+
+
+def test_since_version_prefers_what_was_recorded_at_publish_time() -> None:
+    route = Route(name="voice/a", control_id="a-*")
+    assert status.since_version((route, 3), route, {}, generation=1, live_version=9) == 3
+    changed = Route(name="voice/a", control_id="a-?")
+    ready = build(ACCEPTED, since_version=4)
+    # Unknown to this run: an earlier run's record counts if it describes this generation.
+    assert status.since_version((changed, 3), route, ready, generation=1, live_version=9) == 4
+    assert status.since_version(None, route, ready, generation=2, live_version=9) == 9
+    assert status.since_version(None, route, ready, generation=1, live_version=3) == 3
+    not_ready = build(CONFLICT, published=False, since_version=None)
+    assert status.since_version(None, route, not_ready, generation=1, live_version=9) == 9
+    assert status.is_ready(ready)
+    assert not status.is_ready(not_ready)
+    assert not status.is_ready({})
