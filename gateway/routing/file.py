@@ -68,10 +68,10 @@ def _resolve_token(spec: StreamRouteSpec, secrets_dir: Path | None) -> str | Non
     path = secrets_dir / ref.name / ref.key
     try:
         token = path.read_text().rstrip()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         raise ConfigError(
             "SGW_ROUTING__SECRETS_DIR",
-            f"StreamRoute {spec.name!r}: secret file {path} not readable",
+            f"StreamRoute {spec.name!r}: secret file {path} not readable as UTF-8 text",
         ) from None
     if not token:
         raise ConfigError("SGW_ROUTING__SECRETS_DIR", f"StreamRoute {spec.name!r}: secret file {path} is empty")

@@ -16,16 +16,9 @@ from typing import Final
 from prometheus_client import CollectorRegistry
 
 from gateway.observability.metrics import METRIC_NAMES, GatewayMetrics
+from sgw_operator.metrics import METRIC_NAMES as OPERATOR_METRIC_NAMES
 
-OPERATOR_METRICS: Final = frozenset(
-    {
-        "sgw_operator_reconciles_total",
-        "sgw_operator_reconcile_errors_total",
-        "sgw_operator_routes",
-        "sgw_operator_table_publishes_total",
-        "sgw_operator_table_version",
-    }
-)
+OPERATOR_METRICS: Final = frozenset(OPERATOR_METRIC_NAMES)
 HISTOGRAM_SUFFIXES: Final = ("_bucket", "_sum", "_count")
 HISTOGRAMS: Final = frozenset(
     m.name for m in GatewayMetrics(CollectorRegistry()).registry.collect() if m.type == "histogram"

@@ -226,3 +226,22 @@ spec:
     assert old_subjects == {f"before.{old.calls[0].call_id}.inbound"}  # the live stream kept its route
     assert new_subjects == {f"after.{new.calls[0].call_id}.inbound"}
     assert len([m for m in gw.captured.audio if m.subject.startswith("before.")]) == len(old.calls[0].sent["inbound"])
+
+
+@pytest.mark.parametrize(
+    ("token_bytes", "message"),
+    [(b"\xff\xfe\x00bad", "not readable as UTF-8"), (b"  \n", "is empty"), (None, "not readable")],
+)
+def test_routes_file_secret_problems_are_config_errors(tmp_path: Path, token_bytes: bytes | None, message: str) -> None:
+    from gateway.errors import ConfigError
+    from gateway.routing.file import load_routes_file
+
+    routes, secrets = write_secured_routes(tmp_path, "x")
+    token_file = secrets / "sec-token" / "token"
+    if token_bytes is None:
+        token_file.unlink()
+    else:
+        token_file.write_bytes(token_bytes)
+    with pytest.raises(ConfigError) as info:
+        load_routes_file(routes, secrets, default=False, version=1)
+    assert message in info.value.message and info.value.setting == "SGW_ROUTING__SECRETS_DIR"
