@@ -80,11 +80,10 @@ class ProviderStream:
                 kind = msg.type
                 if kind is WSMsgType.TEXT:
                     try:
-                        actions = session.receive(decode(msg.data), time.time())
-                    except GatewayError as err:
+                        if await self._execute(session.receive(decode(msg.data), time.time())):
+                            break
+                    except GatewayError as err:  # from the core, or the buffer's overflow policy
                         await self._fail(err)
-                        break
-                    if await self._execute(actions):
                         break
                 elif kind is WSMsgType.BINARY:
                     await self._fail(
