@@ -119,5 +119,5 @@ async def test_close_deadline_abandons_and_counts_what_cannot_be_sent() -> None:
 
 async def _until(predicate: object) -> None:
     assert callable(predicate)
-    while not predicate():
-        await asyncio.sleep(0)  # noqa: ASYNC110 - the memory publisher exposes no event to wait on
+    while not predicate():  # noqa: ASYNC110 - the memory publisher exposes no event to wait on
+        await asyncio.sleep(0)
