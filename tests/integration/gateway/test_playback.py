@@ -36,7 +36,9 @@ async def test_audio_mark_clear_dtmf_reach_the_provider(gateway_factory: Gateway
     routes.write_text(ROUTES)
     gw = await gateway_factory(**{"routing.source": "file", "routing.file": routes})
     call = asyncio.create_task(
-        simulate(SimulateOptions(url=gw.ws_url, calls=1, track="inbound", duration=1.5, realtime=True, control_id="bot-1"))
+        simulate(
+            SimulateOptions(url=gw.ws_url, calls=1, track="inbound", duration=1.5, realtime=True, control_id="bot-1")
+        )
     )
     await gw.captured.wait_for(lambda: bool(gw.captured.events_of("started")))
     call_id = gw.captured.events_of("started")[0]["call_id"]
