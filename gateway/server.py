@@ -36,7 +36,7 @@ from gateway.routing.natskv import NatsKvRouteSource
 from gateway.routing.source import RouteSource
 from gateway.routing.static import StaticRouteSource
 from gateway.settings import Settings
-from gateway.transport.app import build_internal_app, build_public_app
+from gateway.transport.app import HTTP_LOGGER, build_internal_app, build_public_app
 from gateway.transport.context import GatewayContext
 from sgw_routes.model import RoutingTable
 
@@ -171,7 +171,7 @@ class GatewayServer:
         return ctx
 
     async def _listen(self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None) -> int:
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0, logger=HTTP_LOGGER)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_address=True)
         try:
@@ -220,7 +220,8 @@ class GatewayServer:
             if self.ctx is not None:
                 await self.ctx.routes.close()
                 await self.ctx.publisher.close(_FLUSH_TIMEOUT)
-                self.ctx.tracing.shutdown()
+                # The OTLP exporter flushes synchronously: keep it off the event loop.
+                await asyncio.to_thread(self.ctx.tracing.shutdown)
             if self.connection is not None:
                 await self.connection.close(_FLUSH_TIMEOUT)
             for runner in reversed(self._runners):

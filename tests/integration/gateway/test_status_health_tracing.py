@@ -154,3 +154,61 @@ async def test_one_span_per_stream_and_traceparent_reaches_consumers(
     assert ctx.span_id == span_by_call[call_id].context.span_id
     ev_ctx = extract_traceparent(first_event.headers or {})
     assert ev_ctx.trace_id in {s.context.trace_id for s in spans}
+
+
+async def test_spans_are_exported_over_otlp_http_when_configured(nats_server: object) -> None:
+    """A real OTLP/HTTP receiver on loopback gets the stream spans (protobuf) from the exporter."""
+    from aiohttp import web
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from gateway.embedded_nats import EmbeddedNats
+
+    assert isinstance(nats_server, EmbeddedNats)
+    received: list[ExportTraceServiceRequest] = []
+
+    async def traces(request: web.Request) -> web.Response:
+        assert request.content_type == "application/x-protobuf"
+        req = ExportTraceServiceRequest()
+        req.ParseFromString(await request.read())
+        received.append(req)
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", traces)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    settings = load_settings(
+        {
+            "SGW_OBSERVABILITY__OTLP_ENDPOINT": f"http://127.0.0.1:{port}/v1/traces",
+            "SGW_OBSERVABILITY__SERVICE_NAME": "sgw-test",
+        },
+        {
+            "server.port": 0,
+            "server.internal_port": 0,
+            "server.host": "127.0.0.1",
+            "nats.url": nats_server.url,
+            "routing.source": "static",
+        },
+    )
+    server = GatewayServer(settings)
+    endpoints = await server.start()
+    try:
+        report = await simulate(SimulateOptions(url=endpoints.ws_url, calls=2, duration=0.2, realtime=False))
+    finally:
+        await server.drain_and_stop()  # shutting the provider down flushes the batch processor
+        await runner.cleanup()
+    spans = [s for req in received for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert sorted(s.name for s in spans) == ["stream", "stream"]
+    services = {
+        a.value.string_value
+        for req in received
+        for rs in req.resource_spans
+        for a in rs.resource.attributes
+        if a.key == "service.name"
+    }
+    assert services == {"sgw-test"}
+    call_ids = {a.value.string_value for s in spans for a in s.attributes if a.key == "sgw.call_id"}
+    assert call_ids == {c.call_id for c in report.calls}
