@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
-from gateway.observability.logging import configure_logging
+from gateway.observability.logging import configure_logging, redact_url
 from gateway.settings import Settings, env_defaults, load_settings
 
 EXIT_CONFIG = 2
@@ -88,7 +88,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
                 f"route {row['name']}: controlId={row['controlId']} priority={row['priority']} "
                 f"subject={row['subject']} auth={row['auth']}"
             )
-    print(f"configuration OK (routes: {settings.routing_source}, NATS: {settings.nats.url or 'embedded'})")
+    print(f"configuration OK (routes: {settings.routing_source}, NATS: {redact_url(settings.nats.url) or 'embedded'})")
     return 0
 
 

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.embedded_nats import EmbeddedNats
 from gateway.errors import ConfigError
+from gateway.observability.logging import redact_url
 from gateway.observability.metrics import GatewayMetrics
 from gateway.observability.tracing import StreamTracing, build_tracer_provider
 from gateway.publish.base import Publisher
@@ -281,13 +282,13 @@ def print_banner(settings: Settings, ep: Endpoints) -> None:
         "stream-gateway is up",
         f"  WebSocket : {ep.ws_url}   (and {ep.ws_url}/<control_id>)",
         f"  internal  : {ep.internal_url}/metrics  /healthz  /readyz",
-        f"  NATS      : {ep.nats_url}{embedded}",
+        f"  NATS      : {redact_url(ep.nats_url)}{embedded}",
         f"  routes    : {routes}",
         "",
         "Send simulated calls (another terminal):",
         f"  .venv/bin/streamgw simulate --url {ep.ws_url} --calls 3 --track both --duration 10",
         "Watch the audio arrive:",
-        f"  .venv/bin/streamgw tap --nats-url {ep.nats_url} --wav ./calls",
+        f"  .venv/bin/streamgw tap --nats-url {redact_url(ep.nats_url)} --wav ./calls",
         "",
     ]
     print("\n".join(lines), flush=True)

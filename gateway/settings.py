@@ -84,6 +84,9 @@ class NatsSettings:
     """Client key for mutual TLS."""
     connect_timeout: float = 5.0
     """Seconds for one connection attempt."""
+    initial_connect_timeout: float = 30.0
+    """Seconds start-up keeps retrying the first connection before it fails with a configuration
+    error (a wrong credential or an unreachable server would otherwise hang start-up for ever)."""
     reconnect_wait: float = 0.5
     """Seconds between reconnection attempts. Short: audio is buffering meanwhile."""
     ping_interval: float = 10.0

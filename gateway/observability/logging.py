@@ -11,11 +11,30 @@ import logging
 import sys
 from collections.abc import MutableMapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
     "asctime",
 }
+
+
+def redact_url(urls: str) -> str:
+    """NATS URL(s) fit to print: a password, or a bare user part (a token), becomes ``***``."""
+    out = []
+    for url in urls.split(","):
+        parts = urlsplit(url.strip())
+        if parts.username is None and parts.password is None:
+            out.append(url.strip())
+            continue
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        user = f"{parts.username}:***" if parts.password is not None else "***"
+        out.append(urlunsplit(parts._replace(netloc=f"{user}@{host}")))
+    return ",".join(out)
 
 
 class JsonFormatter(logging.Formatter):

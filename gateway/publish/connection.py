@@ -44,6 +44,7 @@ class NatsConnection:
         self._listeners: list[StateListener] = []
         self._ready = asyncio.Event()
         self.reconnects = 0
+        self._attempted = False
 
     def add_listener(self, listener: StateListener) -> None:
         self._listeners.append(listener)
@@ -88,8 +89,17 @@ class NatsConnection:
         tls = _tls_context(cfg)
         if tls is not None:
             options["tls"] = tls
+        self._attempted = True
         try:
-            await self.client.connect(**options)
+            # nats-py retries the first connection for ever when reconnects are unlimited.
+            await asyncio.wait_for(self.client.connect(**options), cfg.initial_connect_timeout)
+        except TimeoutError:
+            last = self.client.last_error
+            raise ConfigError(
+                "SGW_NATS__URL",
+                f"no NATS connection within {cfg.initial_connect_timeout:g}s "
+                f"(last error: {type(last).__name__}: {last})",
+            ) from None
         except Exception as exc:
             # No credentials in the message: nats-py errors name the server, not the secret.
             raise ConfigError("SGW_NATS__URL", f"cannot connect to NATS: {type(exc).__name__}: {exc}") from None
@@ -130,8 +140,8 @@ class NatsConnection:
 
     async def close(self, timeout: float) -> None:
         """Drain (flush publishes, unsubscribe) within ``timeout``, then close."""
-        if self.client.is_closed:
-            return
+        if not self._attempted or self.client.is_closed:
+            return  # start-up failed before connecting: nats-py cannot close a client it never set up
         try:
             if self.client.is_connected:
                 await asyncio.wait_for(self.client.drain(), timeout)

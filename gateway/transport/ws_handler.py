@@ -35,7 +35,9 @@ async def stream_endpoint(request: web.Request) -> web.StreamResponse:
 
     ws_cfg = ctx.settings.websocket
     ws = web.WebSocketResponse(
-        max_msg_size=ws_cfg.max_message_bytes,
+        # aiohttp refuses a frame of exactly max_msg_size bytes (its check is ``>=``); the setting
+        # promises the largest message *accepted*, so its own value must still pass.
+        max_msg_size=ws_cfg.max_message_bytes + 1,
         heartbeat=ws_cfg.heartbeat,
         autoping=True,
         compress=False,  # providers do not negotiate compression; skip the per-message cost

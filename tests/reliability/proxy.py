@@ -1,0 +1,79 @@
+"""A loopback TCP proxy that can cut one direction of the connections it carries.
+
+Stopping the broker is a clean outage: the server flushes, confirms and closes. A network fault is
+messier: the client's messages still arrive while nothing comes back, so the client cannot know
+what was received. ``partition()`` reproduces that on every live connection (server-to-client
+bytes are dropped); connections made afterwards are healthy, as after a route flap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+
+@dataclass
+class _Link:
+    client: asyncio.StreamWriter
+    upstream: asyncio.StreamWriter
+    drop_downstream: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class OneWayPartitionProxy:
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self._target = (upstream_host, upstream_port)
+        self._server: asyncio.Server | None = None
+        self._links: list[_Link] = []
+        self.port = 0
+        self.connections = 0
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def partition(self) -> None:
+        for link in self._links:
+            link.drop_downstream = True
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        link = _Link(writer, up_writer)
+        self._links.append(link)
+        self.connections += 1
+        link.tasks = [
+            asyncio.create_task(self._pump(reader, up_writer, link, downstream=False)),
+            asyncio.create_task(self._pump(up_reader, writer, link, downstream=True)),
+        ]
+
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, link: _Link, *, downstream: bool
+    ) -> None:
+        try:
+            while data := await source.read(65536):
+                if downstream and link.drop_downstream:
+                    continue
+                sink.write(data)
+                await sink.drain()
+        except ConnectionError:
+            pass
+        finally:
+            # Either side gone: close both, as a real path would once the client gives up.
+            for w in (link.client, link.upstream):
+                w.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for link in self._links:
+            for task in link.tasks:
+                task.cancel()
+            for task in link.tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
