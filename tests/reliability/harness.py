@@ -31,6 +31,8 @@ from prometheus_client import CollectorRegistry
 from gateway.server import Endpoints, GatewayServer
 from gateway.settings import Settings, load_settings
 from gateway.tools.simulate import CallReport, SimulateOptions, simulate
+from tests.helpers import eventually as _eventually
+from tests.helpers import metric_sum
 
 BASE_OVERRIDES: dict[str, Any] = {
     "server.port": 0,
@@ -43,13 +45,7 @@ BASE_OVERRIDES: dict[str, Any] = {
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll a condition, bounded in time (for state that offers no event to wait on)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.02)
+    await _eventually(predicate, timeout, 0.02, what)
 
 
 async def eventually_async(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "") -> None:
@@ -78,12 +74,7 @@ class RunningGateway:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
-        total = 0.0
-        for family in self.registry.collect():
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    total += sample.value
-        return total
+        return metric_sum(self.registry, name, **labels)
 
     async def get(self, path: str) -> tuple[int, str]:
         async with aiohttp.ClientSession() as http, http.get(self.internal_url + path) as resp:

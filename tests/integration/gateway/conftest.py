@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.embedded_nats import EmbeddedNats
 from gateway.server import Endpoints, GatewayServer
 from gateway.settings import load_settings
+from tests.helpers import eventually, metric_sum
 
 
 @dataclass
@@ -55,26 +56,11 @@ class RunningGateway:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
-        total = 0.0
-        for family in self.registry.collect():
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    total += sample.value
-        return total
+        return metric_sum(self.registry, name, **labels)
 
     async def metric_reaches(self, name: str, value: float, timeout: float = 10.0, **labels: str) -> None:
         """Metrics are updated as the server finishes a socket, just after the client sees the close."""
         await eventually(lambda: self.metric(name, **labels) == value, timeout)
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> None:
-    """Poll a condition, bounded in time (for state that has no event to wait on)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 async def subscription_live(nc: Client) -> None:
