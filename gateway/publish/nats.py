@@ -31,6 +31,8 @@ from gateway.publish.connection import NatsConnection
 
 logger = logging.getLogger(__name__)
 
+_NOT_READY_BACKOFF = 0.02
+
 
 class NatsPublisher:
     def __init__(self, conn: NatsConnection, *, confirm_timeout: float = 5.0) -> None:
@@ -54,7 +56,13 @@ class NatsPublisher:
         return not self._closing and self._nc.is_connected
 
     async def wait_ready(self) -> None:
-        await self._conn.ready.wait()
+        # nats-py marks itself reconnecting a moment before our "disconnected" callback clears
+        # ``ready``; in that window ``ready.wait()`` returns at once while publishes still fail, and a
+        # caller retrying in a loop would never yield: the event loop (and the gateway) would hang.
+        while not self.is_ready():
+            await self._conn.ready.wait()
+            if not self.is_ready():
+                await asyncio.sleep(_NOT_READY_BACKOFF)
 
     @property
     def inflight(self) -> int:
@@ -118,6 +126,8 @@ class NatsPublisher:
             await self._work.wait()
             if not self._nc.is_connected:
                 await self._conn.ready.wait()
+                if not self._nc.is_connected:
+                    await asyncio.sleep(_NOT_READY_BACKOFF)  # same window as in wait_ready: never spin
                 continue
             upto, generation = len(self._inflight), self._generation
             try:

@@ -20,11 +20,18 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from gateway.embedded_nats import EmbeddedNats
+from gateway.observability.metrics import GatewayMetrics
+from gateway.protocol.actions import AudioOut
+from gateway.publish.connection import NatsConnection
+from gateway.publish.nats import NatsPublisher
 from gateway.tools.simulate import SimulateOptions, SimulationReport, simulate
+from gateway.transport.pump import StreamPump
 from tests.reliability.capture import create_capture_stream, read_capture
 from tests.reliability.conftest import GatewayFactory, RecorderFactory
 from tests.reliability.harness import Capture, Frame, RunningGateway, eventually, eventually_async
@@ -281,3 +288,39 @@ async def test_one_way_partition_resends_unconfirmed_frames_without_loss(
         assert delivery.in_order, f"{key}: {figures}"
     assert resent > 0, figures
     assert duplicates <= resent, figures
+
+
+class _ReconnectingClient:
+    """nats-py's state for a moment after the server went away: not connected, no callback yet."""
+
+    is_connected = False
+
+    def jetstream(self) -> None:
+        return None
+
+
+class _Connection:
+    def __init__(self) -> None:
+        self.client = _ReconnectingClient()
+        self.ready = asyncio.Event()
+        self.ready.set()  # our "disconnected" callback, which clears it, has not run yet
+
+    def add_listener(self, listener: object) -> None:
+        pass
+
+
+@pytest.mark.timeout(30)
+async def test_buffer_never_spins_while_nats_py_is_reconnecting() -> None:
+    """Regression: in that window every publish fails at once and ``ready`` is still set; a pump
+    retrying without ever yielding froze the whole event loop at 100 % CPU (seen in the long
+    outage test). The loop must keep running, with the frame kept for later."""
+    publisher = NatsPublisher(cast(NatsConnection, _Connection()))
+    pump = StreamPump(publisher, GatewayMetrics(CollectorRegistry()), capacity=10, overflow="drop_oldest")
+    pump.start()
+    pump.put_audio(AudioOut("inbound", "audio.x.inbound", b"\x00", {"Sgw-Seq": "1"}, time.time()))
+    ticks = 0
+    for _ in range(20):
+        await asyncio.sleep(0.01)  # each tick needs the loop: a spinning pump would starve it
+        ticks += 1
+    assert ticks == 20 and pump.audio_queued == 1
+    await pump.close(0.1)
