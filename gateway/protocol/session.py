@@ -134,16 +134,6 @@ class StreamSession:
         self._tracks: dict[str, TrackStats] = {}
         self._events_subject = ""
         self._frame_ms_per_byte = 0.0
-        self._dispatch: dict[str, Callable[[Any, float], list[Action]]] = {
-            "connected": self._on_connected,
-            "start": self._on_start,
-            "media": self._on_media,
-            "dtmf": self._on_dtmf,
-            "mark": self._on_mark,
-            "stop": self._on_stop,
-            "stop_before_start": self._on_stop_before_start,
-            "ignored": self._on_ignored,
-        }
         self.ignored = 0
 
     def __repr__(self) -> str:  # never show the token
@@ -166,7 +156,10 @@ class StreamSession:
             return []
         if handler.startswith("!"):
             raise RemoteProtocolError(f"protocol violation: {handler[1:].replace('_', ' ')}", reason=handler[1:])
-        return self._dispatch[handler](event, now)
+        # Handlers are looked up by name (``_on_<name>``) rather than kept in a dict of bound methods,
+        # which would make every session a reference cycle that only the cyclic GC frees.
+        method: Callable[[Any, float], list[Action]] = getattr(self, f"_on_{handler}")
+        return method(event, now)
 
     # -- handlers -----------------------------------------------------------------------------
 
@@ -208,6 +201,7 @@ class StreamSession:
         self.state = State.STREAMING
         if self._traceparent_factory is not None:
             self._traceparent = self._traceparent_factory(info)
+            self._traceparent_factory = None  # used once; dropping it breaks the cycle with the shell
         self._prepare(info, route, event.codec)
         started = self._event(
             "started",
