@@ -65,13 +65,7 @@ class Helm:
         set_string: Mapping[str, str] | None = None,
         kube_version: str | None = None,
     ) -> list[str]:
-        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
-        for path in values:
-            args += ["--values", str(path)]
-        for key, value in (set_values or {}).items():
-            args += ["--set", f"{key}={value}"]
-        for key, value in (set_string or {}).items():
-            args += ["--set-string", f"{key}={value}"]
+        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *_value_args(values, set_values, set_string)]
         if kube_version:
             args += ["--kube-version", kube_version]
         return args
@@ -104,14 +98,22 @@ class Helm:
         set_values: Mapping[str, str] | None = None,
         set_string: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        args = ["lint", "--strict", str(CHART), "--namespace", NAMESPACE]
-        for path in values:
-            args += ["--values", str(path)]
-        for key, value in (set_values or {}).items():
-            args += ["--set", f"{key}={value}"]
-        for key, value in (set_string or {}).items():
-            args += ["--set-string", f"{key}={value}"]
+        args = ["lint", "--strict", str(CHART), "--namespace", NAMESPACE, *_value_args(values, set_values, set_string)]
         return self.run(*args, check=False)
+
+
+def _value_args(
+    values: Iterable[Path], set_values: Mapping[str, str] | None, set_string: Mapping[str, str] | None
+) -> list[str]:
+    """``--values``/``--set``/``--set-string`` flags, shared by template and lint."""
+    args: list[str] = []
+    for path in values:
+        args += ["--values", str(path)]
+    for key, value in (set_values or {}).items():
+        args += ["--set", f"{key}={value}"]
+    for key, value in (set_string or {}).items():
+        args += ["--set-string", f"{key}={value}"]
+    return args
 
 
 def make_helm(home: Path) -> Helm:
