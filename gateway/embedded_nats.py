@@ -23,6 +23,7 @@ from types import TracebackType
 from gateway.errors import ConfigError
 
 _LISTEN = re.compile(rb"Listening for client connections on [^\s]*:(\d+)")
+_ROUTES = re.compile(rb"Listening for route connections on [^\s]*:(\d+)")
 _READY = b"Server is ready"
 _START_TIMEOUT = 20.0
 _PR_SET_PDEATHSIG = 1
@@ -70,6 +71,8 @@ class EmbeddedNats:
         self._proc: asyncio.subprocess.Process | None = None
         self._store: tempfile.TemporaryDirectory[str] | None = None
         self._log_task: asyncio.Task[None] | None = None
+        self.cluster_port: int | None = None
+        """The route (cluster) port, when ``extra_args`` made this server a cluster member."""
 
     @property
     def url(self) -> str:
@@ -105,6 +108,7 @@ class EmbeddedNats:
 
     async def _await_ready(self, stream: asyncio.StreamReader) -> None:
         tail: list[bytes] = []
+        ready = False
         while True:
             line = await stream.readline()
             if not line:
@@ -116,7 +120,13 @@ class EmbeddedNats:
             match = _LISTEN.search(line)
             if match:
                 self.port = int(match.group(1))
+            match = _ROUTES.search(line)
+            if match:
+                self.cluster_port = int(match.group(1))
             if _READY in line:
+                ready = True
+            # A cluster member logs its route listener just after "Server is ready".
+            if ready and (self.cluster_port is not None or "--cluster" not in self._extra_args):
                 return
 
     @staticmethod
@@ -129,6 +139,7 @@ class EmbeddedNats:
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:
             proc.terminate()
+            proc.send_signal(signal.SIGCONT)  # a frozen server must run to act on the SIGTERM
             try:
                 await asyncio.wait_for(proc.wait(), 10)
             except TimeoutError:
@@ -145,6 +156,15 @@ class EmbeddedNats:
         if self._proc is not None and self._proc.returncode is None:
             self._proc.kill()
         await self.stop()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its sockets open but answers nothing, as a hung server would."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.send_signal(signal.SIGCONT)
 
     async def restart(self) -> None:
         await self.stop()

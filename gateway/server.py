@@ -1,8 +1,8 @@
 """The gateway process: wiring at start-up, two listeners, and the staged shutdown.
 
-Start-up resolves everything before the first byte (STYLE C7): NATS (embedded or remote, with the
+Start-up resolves everything before the first byte (docs/conventions.md section 7): NATS (embedded or remote, with the
 ``max_payload`` check), the route source and its first table, metrics, tracing, then the public
-and internal listeners. Shutdown on SIGTERM (STYLE C9), in order:
+and internal listeners. Shutdown on SIGTERM (docs/conventions.md section 8), in order:
 
 1. readiness turns false at once, new upgrades get 503;
 2. live streams continue until they end or ``shutdown.drain_seconds`` passes;
@@ -87,7 +87,7 @@ class GatewayServer:
                 f"{s.websocket.max_frame_payload_bytes} exceeds the NATS server's max_payload "
                 f"{conn.client.max_payload}",
             )
-        publisher = NatsPublisher(conn)
+        publisher = NatsPublisher(conn, confirm_timeout=s.nats.confirm_timeout)
         publisher.start()
         routes = self._route_source(conn)
         tracing = StreamTracing(build_tracer_provider(s.observability, self._span_processor))
@@ -141,6 +141,7 @@ class GatewayServer:
         m.nats_inflight.set_function(lambda: float(publisher.inflight))
         m.nats_connected.set(1)
         ctx.health.nats_connected = True
+        ctx.health.confirm_overdue = publisher.confirm_overdue
 
         def on_state(state: str) -> None:
             up = state in ("connected", "reconnected")

@@ -91,6 +91,11 @@ class NatsSettings:
     """Seconds between reconnection attempts. Short: audio is buffering meanwhile."""
     ping_interval: float = 10.0
     """Seconds between client PINGs; a dead server is noticed after ``2 * ping_interval``."""
+    confirm_timeout: float = 2.0
+    """Seconds NATS may take to confirm what was published (a PING/PONG round trip). A server that
+    takes longer is hung, or the path to it is: the connection is dropped and another server of
+    the URL list is tried, with ``/readyz`` 503 until one confirms again. Unconfirmed audio is
+    sent again there, so nothing is lost."""
     pending_bytes: int = 8 * 1024 * 1024
     """Client-side write buffer while connected (nats-py ``pending_size``)."""
 
@@ -100,6 +105,11 @@ class BufferSettings:
     max_frames: int = 1500
     """Audio frames held per stream between the socket reader and NATS: 1500 is 15 s of a
     both-tracks 20 ms stream (30 s of one track). An outage shorter than that loses nothing."""
+    max_events: int = 200
+    """Lifecycle events (dtmf, mark, ...) held per stream while NATS cannot take them. They leave
+    at once while NATS keeps up; a provider that floods them past this bound is closed with 1008
+    and the refused event is counted (``sgw_events_dropped_total{reason="flood"}``). ``error`` and
+    ``stopped`` are always kept, so a stream still ends properly on the bus."""
     overflow: Literal["drop_oldest", "close"] = "drop_oldest"
     """Policy when full: ``drop_oldest`` drops the oldest audio frame and counts it
     (``sgw_frames_dropped_total{reason="backpressure"}``); ``close`` ends the stream with 1013."""
@@ -108,8 +118,10 @@ class BufferSettings:
 @dataclasses.dataclass(frozen=True)
 class RoutingSettings:
     source: Literal["auto", "static", "file", "natskv"] = "auto"
-    """Where routes come from. ``auto``: ``file`` if ``file`` is set, ``natskv`` if a NATS URL is
-    configured and ``default_route`` is off, else ``static`` (the default route only)."""
+    """Where routes come from. ``auto``: ``file`` if ``file`` is set, else ``static`` (the default
+    route), whether or not a NATS URL is set. ``natskv`` (the operator's bucket) is used only when
+    selected explicitly, as the Helm chart does: a gateway pointed at its own NATS must stream at
+    once, not wait for an operator it does not have."""
     file: Path | None = None
     """A YAML file of StreamRoute manifests (as ``kubectl apply`` takes them); reloaded on change."""
     secrets_dir: Path | None = None
@@ -120,11 +132,14 @@ class RoutingSettings:
     """Key of the compiled table in the bucket."""
     default_route: bool | None = None
     """Publish unmatched streams on ``audio.{call_id}.{track}`` instead of closing them 1008.
-    Unset: on for the embedded quick start and the static source, off otherwise."""
+    Unset: on for the static source (the quick start, and ``serve --nats-url`` without routes),
+    off for a routes file and the KV bucket."""
     file_poll_interval: float = 1.0
     """Seconds between checks of the routes file for changes."""
-    initial_table_timeout: float = 30.0
-    """Seconds to wait for the first table from the KV bucket before serving (not ready meanwhile)."""
+    initial_table_timeout: float = 10.0
+    """Seconds start-up waits for the first table from the KV bucket before it opens the listeners
+    anyway. Without a table the gateway stays unready and answers upgrades with 503 until the
+    operator writes one; it never exits for want of routes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,8 +197,6 @@ class Settings:
             return src
         if self.routing.file is not None:
             return "file"
-        if self.nats.url and self.routing.default_route is not True:
-            return "natskv"
         return "static"
 
     @property
@@ -289,11 +302,15 @@ def validate(settings: Settings) -> None:
         raise ConfigError(env_name("websocket", "start_timeout"), "timeouts must be positive")
     if buf.max_frames < 1:
         raise ConfigError(env_name("buffer", "max_frames"), "must be at least 1")
+    if buf.max_events < 1:
+        raise ConfigError(env_name("buffer", "max_events"), "must be at least 1")
     if settings.routing_source == "file" and settings.routing.file is None:
         raise ConfigError(env_name("routing", "file"), "routing.source=file needs a routes file")
     if settings.routing_source == "natskv" and settings.embedded_nats and settings.routing.source == "natskv":
         # The embedded broker is private to this process: nobody else could write routes into it.
         raise ConfigError(env_name("routing", "source"), "natskv needs SGW_NATS__URL (the operator's NATS)")
+    if settings.nats.confirm_timeout <= 0:
+        raise ConfigError(env_name("nats", "confirm_timeout"), "must be positive")
     if not 0.0 <= settings.observability.trace_sample_ratio <= 1.0:
         raise ConfigError(env_name("observability", "trace_sample_ratio"), "must be within 0..1")
     if settings.shutdown.drain_seconds < 0:

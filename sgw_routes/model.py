@@ -18,7 +18,7 @@ from typing import Final
 
 import msgspec
 
-from sgw_routes.subjects import DEFAULT_AUDIO_SUBJECT, DEFAULT_EVENTS_SUBJECT
+from sgw_routes.subjects import DEFAULT_AUDIO_SUBJECT, DEFAULT_EVENTS_SUBJECT, DEFAULT_PLAYBACK_SUBJECT
 
 TRACKS: Final = ("inbound", "outbound")
 DEFAULT_ROUTE_NAME: Final = "default"
@@ -127,8 +127,15 @@ class RoutingTable(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def default_route() -> Route:
-    """The quick start's catch-all: everything to ``audio.{call_id}.{track}``, no auth."""
-    return Route(name=DEFAULT_ROUTE_NAME, control_id="*", priority=-(2**31), label=DEFAULT_ROUTE_NAME)
+    """The quick start's catch-all: everything to ``audio.{call_id}.{track}``, no auth, and a
+    back-channel per stream on ``play.{call_id}.{stream_id}`` (named in each ``started`` event)."""
+    return Route(
+        name=DEFAULT_ROUTE_NAME,
+        control_id="*",
+        priority=-(2**31),
+        label=DEFAULT_ROUTE_NAME,
+        playback_subject=DEFAULT_PLAYBACK_SUBJECT,
+    )
 
 
 _TABLE_DECODER: Final = msgspec.json.Decoder(RoutingTable)

@@ -29,6 +29,9 @@ MAX_TOKEN_LENGTH: Final = 128
 
 DEFAULT_AUDIO_SUBJECT: Final = "audio.{call_id}.{track}"
 DEFAULT_EVENTS_SUBJECT: Final = "events.{call_id}"
+DEFAULT_PLAYBACK_SUBJECT: Final = "play.{call_id}.{stream_id}"
+"""The default route's back-channel: per stream, because one call may carry several streams (SWML
+allows several with distinct ``control_id``) and each must take its own consumer's audio."""
 
 
 class TemplateError(ValueError):

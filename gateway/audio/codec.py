@@ -21,7 +21,7 @@ from gateway.protocol import media
 CodecName = Literal["PCMU", "PCMA", "L16"]
 
 FRAME_MS: Final = 20
-"""Every provider in scope packetises at 20 ms (PROTOCOLS.md section 0.2)."""
+"""Every provider in scope packetises at 20 ms (docs/protocols.md section 0.2)."""
 
 _ENCODING: Final[dict[CodecName, str]] = {
     "PCMU": "audio/x-mulaw",

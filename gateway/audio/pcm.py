@@ -1,6 +1,6 @@
 """L16: signed 16-bit linear PCM, mono, little-endian on the wire.
 
-SignalWire's ``audio/x-L16`` payloads are little-endian (PROTOCOLS.md section 2.6), the opposite
+SignalWire's ``audio/x-L16`` payloads are little-endian (docs/protocols.md section 2.6), the opposite
 of RFC 3551's network byte order, and WAV data is little-endian too; so everything that leaves or
 enters this module as ``bytes`` is little-endian, and everything in memory is ``array('h')`` in
 the host's order. Also owns the float-to-int16 conversion the signal generators share.

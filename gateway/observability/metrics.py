@@ -1,4 +1,4 @@
-"""Every Prometheus metric the gateway exports, defined in one place (STYLE C10/C11).
+"""Every Prometheus metric the gateway exports, defined in one place (docs/conventions.md sections 9 and 10).
 
 Names start with ``sgw_`` and use base units. Labels are bounded: ``route`` (a StreamRoute name),
 ``provider``, ``track``, ``reason`` and ``code``; call and stream ids never become labels. The
@@ -100,6 +100,12 @@ class GatewayMetrics:
             ["reason"],
             registry=registry,
         )
+        self.events_dropped = Counter(
+            "sgw_events_dropped_total",
+            "Lifecycle events refused, by reason (flood: more than buffer.max_events queued; the stream is closed).",
+            ["reason"],
+            registry=registry,
+        )
         self.protocol_errors = Counter(
             "sgw_protocol_errors_total",
             "Provider messages that broke the protocol, by reason.",
@@ -110,6 +116,11 @@ class GatewayMetrics:
             "sgw_messages_ignored_total",
             "Well-formed messages ignored (unknown event kinds).",
             ["reason"],
+            registry=registry,
+        )
+        self.internal_errors = Counter(
+            "sgw_internal_errors_total",
+            "Streams ended by an unexpected error in the gateway (closed with 1011; a bug: see the log).",
             registry=registry,
         )
         self.auth_failures = Counter(
@@ -181,9 +192,10 @@ class GatewayMetrics:
             self.protocol_errors.labels(reason)
         for reason in ("missing", "invalid"):
             self.auth_failures.labels(reason)
-        for reason in ("draining", "stream_limit", "unauthorized"):
+        for reason in ("draining", "stream_limit", "unauthorized", "no_route_table"):
             self.upgrades_rejected.labels(reason)
         self.messages_ignored.labels("unknown_event")
+        self.events_dropped.labels("flood")
         for reason in ("applied", "invalid"):
             self.route_table_updates.labels(reason)
         for reason in ("media", "mark", "clear", "dtmf", "invalid", "not_streaming"):
@@ -206,6 +218,7 @@ PROTOCOL_ERROR_REASONS: Final = (
     "start_timeout",
     "receive_timeout",
     "ws_error",
+    "event_flood",
 )
 """Every ``reason`` a :class:`~gateway.errors.RemoteProtocolError` can carry (a bounded label)."""
 
@@ -234,9 +247,11 @@ METRIC_NAMES: Final = frozenset(
         "sgw_frames_resent_total",
         "sgw_sequence_anomalies_total",
         "sgw_events_published_total",
+        "sgw_events_dropped_total",
         "sgw_protocol_errors_total",
         "sgw_messages_ignored_total",
         "sgw_auth_failures_total",
+        "sgw_internal_errors_total",
         "sgw_publish_latency_seconds",
         "sgw_buffer_frames",
         "sgw_buffer_capacity_frames",

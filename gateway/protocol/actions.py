@@ -50,6 +50,8 @@ class StreamInfo:
     codec: Codec
     custom_parameters: dict[str, str]
     """Already masked: values of secret parameters are ``***``."""
+    playback_subject: str | None = None
+    """Where consumers talk back to this stream (the route's playback template, rendered)."""
 
 
 @dataclass(frozen=True, slots=True)

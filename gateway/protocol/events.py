@@ -1,6 +1,6 @@
 """The canonical inbound event model every provider dialect decodes into.
 
-Frozen, typed, and provider-neutral (PROTOCOLS.md section 10): the session state machine only
+Frozen, typed, and provider-neutral (docs/protocols.md section 10): the session state machine only
 ever sees these. Track names are already normalised to ``inbound``/``outbound``, counters to
 integers, the audio payload to raw bytes.
 """

@@ -4,7 +4,7 @@ Consumers publish on the route's playback subject (e.g. ``play.{call_id}``) eith
 bytes in the stream's codec, or a JSON command: ``{"type": "mark", "name": "..."}``,
 ``{"type": "clear"}``, ``{"type": "dtmf", "digit": "5"}``. A message is a command exactly when it
 is a JSON object with one of those types; anything else is audio. The gateway turns each into the
-provider's own message (PROTOCOLS.md sections 1.4 and 2.7): ``media`` with a base64 payload,
+provider's own message (docs/protocols.md sections 1.4 and 2.7): ``media`` with a base64 payload,
 ``mark``, ``clear``, and SignalWire's ``dtmf``.
 """
 

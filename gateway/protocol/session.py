@@ -6,7 +6,7 @@ Rule 2: no clocks, no awaits, no logging, no metrics. Time is passed in; the she
 The session resolves the stream's route once, at ``start``, from the table current at that moment
 (a stream keeps its route for life), checks the bearer token against it, and precomputes the
 subjects and constant headers so each media frame costs one dict and one counter update. Sequence
-anomalies are detected per track from ``media.timestamp`` (the media clock, PITFALLS D2): a jump
+anomalies are detected per track from ``media.timestamp`` (the media clock, docs/pitfalls.md item 18): a jump
 of more than one frame is a gap, a timestamp seen before is a duplicate, an older unseen one is a
 reordered frame. They are counted, never hidden: every frame is published as received.
 """
@@ -186,6 +186,7 @@ class StreamSession:
         if not route.accepts_token(self._token):
             raise Unauthorized("bearer token rejected for this route")
         self._token = None  # not needed any more; do not keep a secret longer than necessary
+        values = _subject_values(event, control_id, route)
         info = StreamInfo(
             call_id=event.call_id,
             stream_id=event.stream_id,
@@ -196,13 +197,15 @@ class StreamSession:
             tracks=event.tracks,
             codec=event.codec,
             custom_parameters=self._mask(event.custom_parameters),
+            playback_subject=render(route.playback_subject, values) if route.playback_subject else None,
         )
         self.info = info
         self.state = State.STREAMING
         if self._traceparent_factory is not None:
             self._traceparent = self._traceparent_factory(info)
             self._traceparent_factory = None  # used once; dropping it breaks the cycle with the shell
-        self._prepare(info, route, event.codec)
+        self._prepare(values, route, event.codec)
+        extra: dict[str, Any] = {"playback_subject": info.playback_subject} if info.playback_subject else {}
         started = self._event(
             "started",
             now,
@@ -214,19 +217,13 @@ class StreamSession:
             sample_rate=event.codec.sample_rate,
             channels=event.codec.channels,
             custom_parameters=info.custom_parameters,
+            **extra,
         )
         return [Started(info), started]
 
-    def _prepare(self, info: StreamInfo, route: Route, codec: Codec) -> None:
-        values = {
-            "call_id": info.call_id,
-            "stream_id": info.stream_id,
-            "control_id": info.control_id,
-            "route": route.metric_label,
-            "account_id": info.account_id,
-        }
+    def _prepare(self, values: dict[str, str], route: Route, codec: Codec) -> None:
         self._events_subject = render(route.events_subject, values)
-        base = {"Sgw-Codec": codec.label, "Sgw-Stream-Id": info.stream_id}
+        base = {"Sgw-Codec": codec.label, "Sgw-Stream-Id": values["stream_id"]}
         if self._traceparent:
             base["traceparent"] = self._traceparent
         for track in ("inbound", "outbound"):
@@ -337,6 +334,17 @@ class StreamSession:
     def _mask(self, params: dict[str, str]) -> dict[str, str]:
         secret = self._config.secret_parameters
         return {k: ("***" if any(s in k.lower() for s in secret) else v) for k, v in params.items()}
+
+
+def _subject_values(event: Start, control_id: str, route: Route) -> dict[str, str]:
+    """What a route's subject templates may name, for one stream."""
+    return {
+        "call_id": event.call_id,
+        "stream_id": event.stream_id,
+        "control_id": control_id,
+        "route": route.metric_label,
+        "account_id": event.account_id,
+    }
 
 
 def route_candidates_accept(table: RoutingTable, path_key: str, token: str | None) -> bool:

@@ -122,6 +122,22 @@ class NatsConnection:
     async def _on_error(self, exc: Exception) -> None:
         logger.warning("NATS connection error: %s: %s", type(exc).__name__, exc)
 
+    async def abandon(self) -> None:
+        """Give up on this server (it stopped confirming) and reconnect to another one.
+
+        The socket is aborted first: nats-py's reconnect closes the old transport and waits until
+        it is closed, and a transport with unsent data to a frozen server never finishes closing,
+        so the reconnect would hang behind it. The abort reaches into nats-py's transport
+        (``Client._transport._io_writer``; nats-py 2.x, pinned <3); ``force_reconnect`` is public.
+        """
+        self._ready.clear()
+        self._emit("stale")
+        client: Any = self.client
+        writer = getattr(getattr(client, "_transport", None), "_io_writer", None)
+        if writer is not None:
+            writer.transport.abort()
+        await self.client.force_reconnect()
+
     def discard_unsent_publishes(self) -> int:
         """Drop PUB/HPUB commands nats-py kept from a broken connection.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -47,6 +48,8 @@ class NatsPublisher:
         self._confirm_timeout = confirm_timeout
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._flush: asyncio.Future[None] | None = None
+        self._flush_started: float | None = None
         conn.add_listener(self._on_state)
 
     def start(self) -> None:
@@ -63,6 +66,11 @@ class NatsPublisher:
             await self._conn.ready.wait()
             if not self.is_ready():
                 await asyncio.sleep(_NOT_READY_BACKOFF)
+
+    def confirm_overdue(self) -> bool:
+        """A confirmation has been pending for over half the timeout: nothing is being confirmed."""
+        started = self._flush_started
+        return started is not None and time.monotonic() - started > self._confirm_timeout / 2
 
     @property
     def inflight(self) -> int:
@@ -130,15 +138,24 @@ class NatsPublisher:
                     await asyncio.sleep(_NOT_READY_BACKOFF)  # same window as in wait_ready: never spin
                 continue
             upto, generation = len(self._inflight), self._generation
-            try:
-                await self._nc.flush(timeout=self._confirm_timeout)  # type: ignore[arg-type]  # nats-py annotates int, accepts float
-            except (nats.errors.Error, TimeoutError):
-                # The disconnected callback gives the in-flight messages back; wait for the
-                # reconnect rather than spinning.
-                await self._conn.ready.wait()
-                continue
+            # A task, so that a disconnect can abandon it: nats-py never fails a flush whose
+            # connection dropped, it lets it time out, and waiting that out would leave everything
+            # published meanwhile unconfirmed, to be sent twice at the next failover.
+            self._flush_started = time.monotonic()
+            flush = self._flush = asyncio.ensure_future(self._nc.flush(timeout=self._confirm_timeout))  # type: ignore[arg-type]  # nats-py annotates int, accepts float
+            await asyncio.wait({flush})
+            self._flush = self._flush_started = None
+            failure = None if flush.cancelled() else flush.exception()
             if generation != self._generation:
                 continue  # the connection broke meanwhile: those messages were given back
+            if failure is not None:
+                if isinstance(failure, nats.errors.FlushTimeoutError | TimeoutError):
+                    # Connected but not confirming: a hung server. Drop it and try another; what
+                    # it never confirmed comes back through the disconnect and is sent again.
+                    logger.warning("NATS did not confirm within %gs: moving to another server", self._confirm_timeout)
+                    await self._conn.abandon()
+                await self._conn.ready.wait()
+                continue
             for _ in range(min(upto, len(self._inflight))):
                 self._inflight.popleft()
             if not self._inflight:
@@ -149,6 +166,8 @@ class NatsPublisher:
         if state != "disconnected":
             return
         self._generation += 1
+        if self._flush is not None:
+            self._flush.cancel()
         self._conn.discard_unsent_publishes()
         lost, self._inflight = self._inflight, deque()
         self._work.clear()

@@ -1,8 +1,10 @@
 """Routes from the NATS KV bucket the operator writes: watched, swapped atomically.
 
-The operator stores the compiled table (``sgw_routes.model.encode_table``) under one key. The
-gateway waits (bounded by ``routing.initial_table_timeout``) for the bucket's current value before
-it reports ready, so a pod started after the operator serves with the current table. Every later
+The operator stores the compiled table (``sgw_routes.model.encode_table``) under one key. Start-up
+waits (bounded by ``routing.initial_table_timeout``) for the bucket's current value, so a pod
+started after the operator serves with the current table from its first request. Without a bucket
+the gateway still starts, but stays unready (and refuses upgrades with 503) until a table arrives,
+and its log says what to do: install the operator or apply a StreamRoute. Every later
 revision replaces the table whole; a value that does not decode is counted and ignored (the old
 table stays). A deleted key means "no routes". The ordered-consumer watch of nats-py survives
 reconnects.
@@ -13,17 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from typing import Final
 
 import msgspec
 from nats.aio.client import Client
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from gateway.errors import ConfigError
 from gateway.routing.source import BaseSource
 from sgw_routes.model import RoutingTable, decode_table, default_route
 
 logger = logging.getLogger(__name__)
+
+_HINT_EVERY: Final = 60.0
 
 
 class NatsKvRouteSource(BaseSource):
@@ -47,17 +52,25 @@ class NatsKvRouteSource(BaseSource):
         self._first = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.invalid_updates = 0
+        self._last_hint = -_HINT_EVERY
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="routes-kv-watch")
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._first.wait(), self._initial_timeout)
-        except TimeoutError:
-            raise ConfigError(
-                "SGW_ROUTING__INITIAL_TABLE_TIMEOUT",
-                f"no route table from KV bucket {self._bucket!r} within {self._initial_timeout}s "
-                "(is the operator running and pointed at the same NATS?)",
-            ) from None
+        if not self._first.is_set():
+            logger.warning(
+                "no route table from KV bucket %r after %gs: serving unready (upgrades get 503) until one arrives",
+                self._bucket,
+                self._initial_timeout,
+            )
+
+    def _hint(self, message: str, *args: object) -> None:
+        """Say what to do, at WARNING, at most once a minute (the retry loop runs every second)."""
+        now = time.monotonic()
+        if now - self._last_hint >= _HINT_EVERY:
+            self._last_hint = now
+            logger.warning(message, *args)
 
     async def _bucket_kv(self) -> KeyValue:
         js = self._nc.jetstream()
@@ -65,9 +78,15 @@ class NatsKvRouteSource(BaseSource):
             try:
                 return await js.key_value(self._bucket)
             except BucketNotFoundError:
-                logger.info("KV bucket %r not found yet; waiting for the operator", self._bucket)
+                self._hint(
+                    "KV bucket %r does not exist, so this gateway has no routes and stays unready. "
+                    "Install the operator (helm install ... charts/stream-gateway) and apply a StreamRoute "
+                    "(kubectl apply -f streamroute.yaml), or run without --route-source natskv to serve a "
+                    "routes file (--routes FILE) or the default route",
+                    self._bucket,
+                )
             except Exception as exc:  # noqa: BLE001 - any JetStream failure: retry, the watch is vital
-                logger.warning("KV bucket %r not reachable: %s", self._bucket, exc)
+                self._hint("KV bucket %r not reachable (retrying every %gs): %s", self._bucket, self._retry, exc)
             await asyncio.sleep(self._retry)
 
     async def _run(self) -> None:

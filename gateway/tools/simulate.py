@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import time
 from collections import Counter
@@ -73,6 +74,9 @@ class SimulateOptions:
     no_connected: bool = False
     abrupt_close: bool = False
     """No ``stop`` and no close frame: the TCP connection is just closed after the last frame."""
+    call_id: str | None = None
+    """One call id for every stream: several streams of one call (SWML allows that, each with its
+    own ``control_id``). Absent: each call gets its own."""
     seed: int = 0
     ramp: float = 0.0
     """Seconds over which call starts are spread evenly."""
@@ -166,6 +170,8 @@ async def simulate(opts: SimulateOptions) -> SimulationReport:
 
 def _new_report(opts: SimulateOptions, index: int, codec: CodecSpec) -> tuple[CallReport, WireFormat]:
     ids = CallIds.new(opts.dialect)
+    if opts.call_id is not None:
+        ids = dataclasses.replace(ids, call_id=opts.call_id)
     params = dict(opts.params)
     url = opts.url
     control_id = None if opts.control_id is None else opts.control_id.replace("{i}", str(index))
@@ -365,6 +371,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--reorder", type=float, default=0.0, metavar="P")
     parser.add_argument("--no-connected", action="store_true", help="omit the connected message")
     parser.add_argument("--abrupt-close", action="store_true", help="drop TCP instead of stop+close")
+    parser.add_argument("--call-id", help="one call id for every stream (several streams of one call)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ramp", type=float, default=0.0, help="seconds to spread call starts over")
     parser.set_defaults(func=run_cli)
@@ -395,6 +402,7 @@ def options_from_args(args: argparse.Namespace) -> SimulateOptions:
         reorder=args.reorder,
         no_connected=args.no_connected,
         abrupt_close=args.abrupt_close,
+        call_id=args.call_id,
         seed=args.seed,
         ramp=args.ramp,
     )

@@ -1,6 +1,6 @@
 """The provider side of the media-stream wire, for the simulator: messages, counters and faults.
 
-Builds the exact JSON text frames SignalWire and Twilio send (PROTOCOLS.md sections 1.3, 2.6 and
+Builds the exact JSON text frames SignalWire and Twilio send (docs/protocols.md sections 1.3, 2.6 and
 12.1) and plans a call's media frames: ``sequenceNumber`` +1 per message of any type (``start``
 is 1), ``chunk`` and ``timestamp`` per track, both tracks interleaved per 20 ms tick, and the
 injected faults (drop, duplicate, reorder) applied per track from a seeded RNG. Pure: no sockets,

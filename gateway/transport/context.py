@@ -1,11 +1,12 @@
 """The dependencies of the HTTP handlers, built once by the server and frozen afterwards.
 
-Nothing here is module-level state (STYLE C10): tests build their own context with a memory
+Nothing here is module-level state (docs/conventions.md section 9): tests build their own context with a memory
 publisher, a static route table and a fresh metrics registry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.observability.metrics import GatewayMetrics
@@ -24,6 +25,8 @@ class Health:
     nats_connected: bool = False
     draining: bool = False
     started: bool = False
+    confirm_overdue: Callable[[], bool] = lambda: False
+    """True while NATS has not confirmed for a while although connected (a hung server)."""
 
     def reasons(self, routes: RouteSource) -> list[str]:
         out = []
@@ -31,6 +34,8 @@ class Health:
             out.append("starting")
         if not self.nats_connected:
             out.append("nats_disconnected")
+        elif self.confirm_overdue():
+            out.append("nats_unconfirmed")
         if not routes.has_table:
             out.append("no_route_table")
         if self.draining:

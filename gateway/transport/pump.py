@@ -3,7 +3,9 @@
 The reader only ever calls the synchronous ``put_*`` methods, so it never waits for NATS (a slow
 reader makes the provider drop audio: Twilio 31930). The pump task publishes in FIFO order, so
 ``started`` is first and ``stopped`` last on the bus. Overflow policy (``buffer.overflow``):
-``drop_oldest`` evicts the oldest *audio* frame and counts it by reason; events are never dropped.
+``drop_oldest`` evicts the oldest *audio* frame and counts it by reason. Events are bounded apart
+(``buffer.max_events``): past the bound the stream is flooding, so the event is refused, counted,
+and the stream closed; its final ``error`` and ``stopped`` are always taken.
 The item being published is taken out of the queue first, so eviction can never remove it. While
 NATS is down the pump waits for the reconnect; messages the broker never confirmed come back via
 ``on_lost`` and are sent again, in order, ahead of newer ones.
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 import msgspec
 from prometheus_client import Counter, Histogram
 
-from gateway.errors import CloseCode, GatewayError, PublishRejected, PublishUnavailable
+from gateway.errors import CloseCode, GatewayError, PublishRejected, PublishUnavailable, RemoteProtocolError
 from gateway.observability.metrics import GatewayMetrics
 from gateway.protocol.actions import AudioOut, EventOut
 from gateway.publish.base import Publisher
@@ -31,6 +33,13 @@ logger = logging.getLogger(__name__)
 Item = AudioOut | EventOut
 _ENCODER = msgspec.json.Encoder()
 _RETRY_BACKOFF = 0.05
+_FINAL_EVENTS = frozenset(("error", "stopped"))
+
+
+class EventFlood(RemoteProtocolError):
+    """More events queued than ``buffer.max_events``: the provider floods marks or DTMF (1008)."""
+
+    reason = "event_flood"
 
 
 class BufferOverflow(GatewayError):
@@ -57,9 +66,12 @@ class StreamPump:
         *,
         capacity: int,
         overflow: str,
+        max_events: int = 200,
         jetstream: str | None = None,
     ) -> None:
         self.capacity = capacity
+        self.max_events = max_events
+        self.events_queued = 0
         self._publisher = publisher
         self._metrics = metrics
         self._drop_oldest = overflow == "drop_oldest"
@@ -104,6 +116,10 @@ class StreamPump:
         self._wake.set()
 
     def put_event(self, item: EventOut) -> None:
+        if self.events_queued >= self.max_events and item.kind not in _FINAL_EVENTS:
+            self._metrics.events_dropped.labels("flood").inc()
+            raise EventFlood(f"more than {self.max_events} events queued: the provider floods {item.kind} events")
+        self.events_queued += 1
         self._queue.append(item)
         self._idle.clear()
         self._wake.set()
@@ -146,7 +162,9 @@ class StreamPump:
                 lost, self._lost = self._lost, []
                 self._metrics.frames_resent.inc(len(lost))
                 queue.extendleft(reversed(lost))
-                self.audio_queued += sum(1 for it in lost if type(it) is AudioOut)
+                audio = sum(1 for it in lost if type(it) is AudioOut)
+                self.audio_queued += audio
+                self.events_queued += len(lost) - audio
             if not queue:
                 self._idle.set()
                 if self._closing:
@@ -158,12 +176,16 @@ class StreamPump:
             is_audio = type(item) is AudioOut
             if is_audio:
                 self.audio_queued -= 1
+            else:
+                self.events_queued -= 1
             try:
                 await self._send(item)
             except PublishUnavailable:
                 queue.appendleft(item)
                 if is_audio:
                     self.audio_queued += 1
+                else:
+                    self.events_queued += 1
                 if publisher.is_ready():
                     await asyncio.sleep(_RETRY_BACKOFF)  # ready but refusing (e.g. slow ack): back off
                 else:

@@ -1,6 +1,6 @@
 """Live streams of this process: counting for the limit, buffer gauges, and the drain on SIGTERM.
 
-Shutdown (STYLE C9): wait until streams end or the drain deadline passes, then close the rest with
+Shutdown (docs/conventions.md section 8): wait until streams end or the drain deadline passes, then close the rest with
 1001 with bounded concurrency (a burst of thousands of closes at once helps nobody), then give
 every buffer a bounded time to publish what it holds.
 """

@@ -1,6 +1,6 @@
 """``/status``: stream status callbacks from the provider, republished as ``status`` events.
 
-Two shapes arrive (PROTOCOLS.md section 2.5): SWML/RELAY ``calling.call.stream`` JSON (POST, or
+Two shapes arrive (docs/protocols.md section 2.5): SWML/RELAY ``calling.call.stream`` JSON (POST, or
 GET with the JSON fields as query parameters since ``status_url_method`` may be GET) and cXML /
 Twilio form fields (``StreamEvent``, ``StreamSid``...). Each is validated; a bad payload gets 400
 with the reason. The event goes to the events subject of the route the ``control_id`` (or the

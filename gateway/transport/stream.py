@@ -17,7 +17,7 @@ from aiohttp import WSMsgType, web
 from opentelemetry.trace import Span
 from prometheus_client import Counter
 
-from gateway.errors import CloseCode, GatewayError, RemoteProtocolError, ShuttingDown
+from gateway.errors import CloseCode, GatewayError, LocalProtocolError, RemoteProtocolError, ShuttingDown
 from gateway.observability.logging import StreamLogger
 from gateway.protocol.actions import Action, AudioOut, Close, EventOut, Started, StreamInfo
 from gateway.protocol.dialects import twilio
@@ -25,7 +25,6 @@ from gateway.protocol.session import State, StreamSession
 from gateway.transport.context import GatewayContext
 from gateway.transport.playback import Playback
 from gateway.transport.pump import StreamPump
-from sgw_routes.subjects import render
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +49,7 @@ class ProviderStream:
             ctx.metrics,
             capacity=settings.buffer.max_frames,
             overflow=settings.buffer.overflow,
+            max_events=settings.buffer.max_events,
         )
         self._span: Span | None = None
         self._route = "unrouted"
@@ -104,6 +104,11 @@ class ProviderStream:
         except asyncio.CancelledError:
             await self._execute(session.finish("cancelled", time.time()))
             raise
+        except Exception as exc:  # noqa: BLE001 - a bug must end this stream only, and say so
+            # One traceback, counted; the consumers get ``error`` and ``stopped``, the provider 1011.
+            self._log.exception("internal error in stream handler")
+            self.ctx.metrics.internal_errors.inc()
+            await self._fail(LocalProtocolError(f"internal error: {type(exc).__name__}", reason="internal"))
         finally:
             if session.state is not State.CLOSED:
                 await self._execute(session.finish("closed", time.time()))
@@ -190,22 +195,14 @@ class ProviderStream:
         )
 
     async def _start_playback(self, info: StreamInfo) -> None:
-        template = info.route.playback_subject
-        if template is None:
+        if info.playback_subject is None:
             return
-        values = {
-            "call_id": info.call_id,
-            "stream_id": info.stream_id,
-            "control_id": info.control_id,
-            "route": info.route.metric_label,
-            "account_id": info.account_id,
-        }
         self._playback = Playback(
             self.ctx.publisher,
             self.ctx.metrics,
             self.ws,
             stream_id=info.stream_id,
-            subject=render(template, values),
+            subject=info.playback_subject,
             is_streaming=lambda: self.session.state is State.STREAMING,
         )
         await self._playback.start()

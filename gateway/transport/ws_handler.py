@@ -22,6 +22,9 @@ async def stream_endpoint(request: web.Request) -> web.StreamResponse:
     if ctx.health.draining:
         metrics.upgrades_rejected.labels("draining").inc()
         return web.json_response({"error": "draining"}, status=503, headers={"Retry-After": "1"})
+    if not ctx.routes.has_table:  # KV source before the operator wrote a table: let another pod take it
+        metrics.upgrades_rejected.labels("no_route_table").inc()
+        return web.json_response({"error": "no route table yet"}, status=503, headers={"Retry-After": "1"})
     if len(ctx.registry) >= ctx.settings.server.max_streams:
         metrics.upgrades_rejected.labels("stream_limit").inc()
         return web.json_response({"error": "stream limit reached"}, status=503, headers={"Retry-After": "1"})

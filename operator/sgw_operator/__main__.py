@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-
-import kopf
-import prometheus_client
+from typing import Final
 
 from sgw_operator.errors import ConfigError
-from sgw_operator.handlers import build_registry
 from sgw_operator.settings import OperatorSettings, known_variables, load_settings
+
+INSTALL_HINT: Final = (
+    "streamgw-operator: kopf is not installed; install the operator extra: pip install 'stream-gateway[operator]'"
+)
 
 
 def kopf_cli_args(settings: OperatorSettings) -> list[str]:
@@ -50,6 +51,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a bad argument (2): argparse already said why
         return int(exc.code or 0)
+    try:
+        # kopf is the operator extra, not a gateway dependency: without it, say how to get it
+        # (one line, exit 2) instead of a ModuleNotFoundError traceback.
+        import kopf
+        import prometheus_client
+
+        from sgw_operator.handlers import build_registry
+    except ModuleNotFoundError as exc:
+        if exc.name != "kopf":
+            raise
+        print(INSTALL_HINT, file=sys.stderr)
+        return 2
     try:
         settings = load_settings()
     except ConfigError as exc:

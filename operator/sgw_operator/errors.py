@@ -5,7 +5,7 @@ into the route's status and the route is simply left out of the table. These cla
 the operator's own environment. Retriable failures (:class:`KubeApiError`,
 :class:`SinkUnavailable`) make the reconciler retry with backoff, and a deletion waiting on
 them raises ``kopf.TemporaryError``; :class:`ConfigError` stops start-up (``kopf.PermanentError``
-or exit code 2), as kopf's vocabulary prescribes (STYLE C4).
+or exit code 2), as kopf's vocabulary prescribes (docs/conventions.md section 4).
 """
 
 from __future__ import annotations

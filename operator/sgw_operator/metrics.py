@@ -1,4 +1,6 @@
-"""Every Prometheus metric the operator exports, and the small ``/metrics`` server (STYLE C10/C11).
+"""Every Prometheus metric the operator exports, and the small ``/metrics`` server.
+
+Conventions: docs/conventions.md sections 9 and 10.
 
 The registry is injected: ``streamgw-operator`` passes the process-wide default one, each test a
 fresh one, so two operators in one test process never collide. Labels are bounded enums

@@ -1,6 +1,6 @@
 """Pure status builders: an :class:`~sgw_operator.model.Outcome` plus what is published -> ``.status``.
 
-Owns the StreamRoute status contract (DESIGN section 4): ``observedGeneration``, the standard
+Owns the StreamRoute status contract (docs/design.md section 4): ``observedGeneration``, the standard
 ``Accepted`` and ``Ready`` conditions (``lastTransitionTime`` moves only when a condition's
 status flips), ``table.version`` (the route-table version in which the route's current form was
 first published, so ``gateway sgw_route_table_version >= it`` means the gateway serves it), the

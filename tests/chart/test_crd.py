@@ -30,7 +30,7 @@ SPEC_FIELDS = {
     "spec.auth.bearerTokenSecretRef.key",
     "spec.playback.subject",
 }
-"""DESIGN.md section 6 and sgw_routes/manifest.py: exactly these leaves, nothing else."""
+"""docs/design.md section 6 and sgw_routes/manifest.py: exactly these leaves, nothing else."""
 
 
 def route(spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The whole product as a user meets it, minus a real cluster: the operator under KopfRunner against
 the emulated API server, the real kubectl, a real nats-server, a real gateway watching the KV
-bucket, simulated SignalWire calls, and a real Prometheus scraping the gateway and the operator.
+bucket, simulated SignalWire calls, and (in its own test, so the KV watch is tested without it) a real
+Prometheus scraping the gateway and the operator.
 
 `kubectl apply` of a StreamRoute reaches the running gateway without a restart; a token rotation is
 enforced; `kubectl delete` takes the route away from new streams while a live stream keeps its own.
@@ -77,8 +78,8 @@ async def call(
 
 
 @pytest.mark.timeout(240)
-async def test_kubectl_apply_reaches_a_live_gateway_and_prometheus_sees_both(
-    stack: OperatorStack, nats_server: EmbeddedNats, tmp_path: Path
+async def test_kubectl_apply_reaches_a_live_gateway_through_the_kv_bucket(
+    stack: OperatorStack, nats_server: EmbeddedNats
 ) -> None:
     # The operator publishes a (possibly empty) table first; a gateway started afterwards serves
     # with the current table from its first request on.
@@ -91,19 +92,7 @@ async def test_kubectl_apply_reaches_a_live_gateway_and_prometheus_sees_both(
         audio.append(msg)
 
     await nc.subscribe("transcribe.>", cb=on_audio)
-    prom = PrometheusServer(
-        prometheus_binary(),
-        tmp_path,
-        {
-            "stream-gateway": [gateway.endpoints.internal_url.removeprefix("http://")],  # type: ignore[union-attr]
-            "stream-gateway-operator": [f"127.0.0.1:{stack.settings.metrics_port}"],
-        },
-        scrape_interval="1s",
-    )
-    await asyncio.to_thread(prom.start)
     try:
-        # Prometheus' target discovery takes a few seconds before the first scrape
-        await asyncio.to_thread(prom.wait_for, 'count(up{job=~"stream-gateway.*"} == 1) == 2', bool, 30)
         assert gateway_table(gateway).version == (await stack.table()).version  # type: ignore[union-attr]
         # before the route exists: no route for this key, and the gateway has no default route
         _, code, _ = await call(gateway, "transcribe-0", "replace-me-with-a-long-random-token")
@@ -148,23 +137,19 @@ async def test_kubectl_apply_reaches_a_live_gateway_and_prometheus_sees_both(
         live = asyncio.create_task(
             simulate(
                 SimulateOptions(
-                    url=gateway.endpoints.ws_url,
+                    url=gateway.endpoints.ws_url,  # type: ignore[union-attr]
                     calls=1,
                     duration=4.0,
                     realtime=True,
                     control_id="transcribe-5",
                     token="rotated-token-0123456789",
                 )
-            )  # type: ignore[union-attr]
+            )
         )
         await eventually(
-            lambda: gateway.metrics.streams_active.labels("transcription")._value.get() > 0,
+            lambda: len(gateway.ctx.registry) > 0,  # type: ignore[union-attr]
             message="live call streaming",
         )
-        # Prometheus scrapes both components while calls run
-        await asyncio.to_thread(prom.wait_for, 'sum(sgw_streams_active{job="stream-gateway"}) > 0', bool, 20)
-        await asyncio.to_thread(prom.wait_for, 'sgw_operator_routes{job="stream-gateway-operator"} >= 1', bool, 20)
-        await asyncio.to_thread(prom.wait_for, 'sum(sgw_operator_reconciles_total{reason="accepted"}) > 0', bool, 20)
         stack.kubectl("delete", "sr/transcription", "--timeout=30s")
         await eventually(
             lambda: not any(r.label == "transcription" for r in gateway_table(gateway).routes),
@@ -175,7 +160,6 @@ async def test_kubectl_apply_reaches_a_live_gateway_and_prometheus_sees_both(
         report = await live
         live_call = report.calls[0]
         assert live_call.close_code == 1000
-        got = [m.data for m in audio if m.subject == f"transcribe.{live_call.call_id}.inbound"]
         await eventually(
             lambda: (
                 len([m for m in audio if m.subject == f"transcribe.{live_call.call_id}.inbound"])
@@ -185,11 +169,60 @@ async def test_kubectl_apply_reaches_a_live_gateway_and_prometheus_sees_both(
         )
         got = [m.data for m in audio if m.subject == f"transcribe.{live_call.call_id}.inbound"]
         assert got == live_call.sent["inbound"]
+    finally:
+        await nc.close()
+        await gateway.drain_and_stop()
+
+
+@pytest.mark.timeout(240)
+async def test_prometheus_scrapes_the_gateway_and_the_operator(
+    stack: OperatorStack, nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    await stack.wait_table(lambda t: True)
+    gateway = await start_gateway(nats_server.url)
+    prom = PrometheusServer(
+        prometheus_binary(),
+        tmp_path,
+        {
+            "stream-gateway": [gateway.endpoints.internal_url.removeprefix("http://")],  # type: ignore[union-attr]
+            "stream-gateway-operator": [f"127.0.0.1:{stack.settings.metrics_port}"],
+        },
+        scrape_interval="1s",
+    )
+    await asyncio.to_thread(prom.start)
+    try:
+        # Prometheus' target discovery takes a few seconds before the first scrape
+        await asyncio.to_thread(prom.wait_for, 'count(up{job=~"stream-gateway.*"} == 1) == 2', bool, 30)
+        stack.kubectl(
+            "apply", "-f", str(EXAMPLES / "transcription-secret.yaml"), "-f", str(EXAMPLES / "transcription.yaml")
+        )
+        stack.kubectl("wait", "--for=condition=Ready", "sr/transcription", "--timeout=30s")
+        await eventually(
+            lambda: any(r.label == "transcription" for r in gateway_table(gateway).routes),
+            message="gateway sees the route",
+        )
+        live = asyncio.create_task(
+            simulate(
+                SimulateOptions(
+                    url=gateway.endpoints.ws_url,  # type: ignore[union-attr]
+                    calls=1,
+                    duration=6.0,
+                    realtime=True,
+                    control_id="transcribe-1",
+                    token="replace-me-with-a-long-random-token",
+                )
+            )
+        )
+        # Prometheus scrapes both components while a call runs
+        await asyncio.to_thread(prom.wait_for, 'sum(sgw_streams_active{job="stream-gateway"}) > 0', bool, 20)
+        await asyncio.to_thread(prom.wait_for, 'sgw_operator_routes{job="stream-gateway-operator"} >= 1', bool, 20)
+        await asyncio.to_thread(prom.wait_for, 'sum(sgw_operator_reconciles_total{reason="accepted"}) > 0', bool, 20)
         versions = await asyncio.to_thread(
             prom.wait_for, "max(sgw_route_table_version) == max(sgw_operator_table_version)", bool, 20
         )
         assert versions
+        report = await live
+        assert report.calls[0].close_code == 1000
     finally:
         await asyncio.to_thread(prom.stop)
-        await nc.close()
         await gateway.drain_and_stop()

@@ -154,7 +154,7 @@ def test_print_env_defaults_lists_every_setting() -> None:
 
 @pytest.mark.parametrize("mode", ["repo-root", "pythonpath", "installed"])
 def test_stdlib_operator_is_never_shadowed(mode: str, tmp_path: Path) -> None:
-    """DESIGN.md section 2: `operator/` is a folder, never an importable `operator` package."""
+    """docs/design.md section 2: `operator/` is a folder, never an importable `operator` package."""
     code = "import collections, operator, sgw_operator; operator.itemgetter(0); print(operator.__file__)"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     cwd: Path = tmp_path

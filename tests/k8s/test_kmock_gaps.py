@@ -3,7 +3,7 @@
 `tests.k8s.emulator` leans on kmock's private internals and overrides its behaviour wholesale.
 If one of these tests fails after a kmock upgrade, kmock changed (perhaps fixed the gap): re-read
 `tests/k8s/emulator.py` against the new kmock before trusting the emulator again. Numbers refer
-to the gap list in /work/shared/reference/K8S-TESTING.md.
+to the gap list in tests/k8s/GAPS.md.
 """
 
 from __future__ import annotations

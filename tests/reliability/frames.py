@@ -1,7 +1,7 @@
 """Provider messages spelled by hand for hostile-input tests (the simulator only sends good ones).
 
 Written independently of the gateway's decoder, in the SignalWire/Twilio wire format of
-PROTOCOLS.md sections 1.3, 2.6 and 12.1.
+docs/protocols.md sections 1.3, 2.6 and 12.1.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Graceful drain of a real ``streamgw serve`` process on SIGTERM (DESIGN section 3, STYLE C9).
+"""Graceful drain of a real ``streamgw serve`` process on SIGTERM (docs/design.md section 3, docs/conventions.md section 8).
 
 Two kinds of calls are live when the signal arrives: short ones that end before the drain
 deadline (they must lose nothing and end normally) and long ones that outlive it (they are closed

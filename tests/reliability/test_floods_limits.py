@@ -20,6 +20,7 @@ import pytest
 from gateway.embedded_nats import EmbeddedNats
 from gateway.tools.simulate import SimulateOptions, simulate
 from tests.reliability import frames as f
+from tests.reliability.capture import create_capture_stream, read_capture
 from tests.reliability.conftest import GatewayFactory, RecorderFactory
 from tests.reliability.harness import ErrorWatch, RunningGateway, call_done, eventually, verify_call
 from tests.reliability.rawws import RawWebSocket, http_request
@@ -28,7 +29,7 @@ TOKEN = "flood-route-t0ken"
 
 
 def write_secured_routes(tmp_path: Path) -> tuple[Path, Path]:
-    """A StreamRoute with a bearer token from a Secret, in file mode (DESIGN section 6)."""
+    """A StreamRoute with a bearer token from a Secret, in file mode (docs/design.md section 6)."""
     routes = tmp_path / "routes.yaml"
     routes.write_text(
         """
@@ -202,3 +203,45 @@ async def test_oversized_http_headers_are_refused(
     assert all(status in (400, 413, 414, 431) for status in results.values()), results
     assert fine.handshake.status == 101
     assert not error_watch.problems(), error_watch.problems()
+
+
+async def test_an_event_flood_while_nats_is_down_is_bounded_counted_and_closed(
+    nats_server: EmbeddedNats, gateway_factory: GatewayFactory
+) -> None:
+    """Audio has its buffer bound; events have theirs. A provider that floods DTMF while NATS cannot
+    take events is closed (1008) at ``buffer.max_events``; the refusal is counted; once NATS is back
+    the stream's events still end with ``error`` and ``stopped``, and a calm stream is unaffected.
+    The broker's own store is the witness (see ``capture.py``): it outlives the restart."""
+    await create_capture_stream(nats_server.url)
+    gw = await gateway_factory(nats_server.url, **{"buffer.max_events": 50})
+    calm = await RawWebSocket.connect(gw.ws_url)
+    flooder = await RawWebSocket.connect(gw.ws_url)
+    await calm.send_text(f.start("calm"))
+    await flooder.send_text(f.start("flooder"))
+    await eventually(lambda: gw.metric("sgw_events_published_total", reason="started") == 2, 10, "both started")
+    await nats_server.stop()
+    await eventually(lambda: gw.metric("sgw_nats_connected") == 0, 10, "the gateway sees NATS down")
+    for digit in range(200):
+        await flooder.send_text(json.dumps({"event": "dtmf", "sequenceNumber": str(digit + 2), "dtmf": {"digit": "1"}}))
+    for n in range(3):
+        await calm.send_text(json.dumps({"event": "dtmf", "sequenceNumber": str(n + 2), "dtmf": {"digit": "5"}}))
+    code = await flooder.close_code()
+    await flooder.aclose()
+    refused = gw.metric("sgw_events_dropped_total", reason="flood")
+    print(
+        f"event flood: 200 DTMF with NATS down, max_events=50 -> close {code} "
+        f"({flooder.close_reason!r}), refused {refused:.0f}"
+    )
+    assert code == 1008 and "flood" in flooder.close_reason
+    assert refused == 1
+    assert gw.metric("sgw_protocol_errors_total", reason="event_flood") == 1
+
+    await nats_server.start()
+    await calm.send_text(f.stop())
+    assert await calm.close_code() == 1000
+    await calm.aclose()
+    await eventually(gw.idle, 15, "both buffers emptied after the restart")
+    capture = await read_capture(nats_server.url)
+    flooder_events = [e["type"] for e in capture.events["flooder"]]
+    assert flooder_events == ["started", *["dtmf"] * 50, "error", "stopped"]
+    assert [e["type"] for e in capture.events["calm"]] == ["started", "dtmf", "dtmf", "dtmf", "stopped"]

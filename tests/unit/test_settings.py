@@ -20,13 +20,21 @@ def test_defaults_and_env_twins() -> None:
             "SGW_NATS__URL": "nats://n:4222",
             "SGW_BUFFER__OVERFLOW": "close",
             "SGW_OBSERVABILITY__SECRET_PARAMETERS": "pin, otp",
-            "SGW_ROUTING__DEFAULT_ROUTE": "false",
             "SGW_OPERATOR_NATS_URL": "ignored: belongs to the operator",
         }
     )
     assert s.server.port == 9000 and s.buffer.overflow == "close"
     assert s.observability.secret_parameters == ("pin", "otp")
+
+
+def test_a_nats_url_alone_serves_the_default_route() -> None:
+    """`serve --nats-url` without routes streams at once: the KV bucket is used only when selected."""
+    s = load_settings({}, {"nats.url": "nats://n:4222"})
+    assert s.routing_source == "static" and s.default_route_enabled
+    s = load_settings({"SGW_NATS__URL": "nats://n:4222", "SGW_ROUTING__SOURCE": "natskv"})
     assert s.routing_source == "natskv" and not s.default_route_enabled
+    s = load_settings({"SGW_ROUTING__FILE": "r.yaml", "SGW_NATS__URL": "nats://n:4222"})
+    assert s.routing_source == "file" and not s.default_route_enabled
 
 
 def test_flags_override_env() -> None:

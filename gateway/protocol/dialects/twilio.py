@@ -1,4 +1,4 @@
-"""The Twilio / SignalWire wire format (PROTOCOLS.md sections 1, 2 and 12.1).
+"""The Twilio / SignalWire wire format (docs/protocols.md sections 1, 2 and 12.1).
 
 Every documented variant decodes: ``connected`` 0.2.0 or 1.0.0 (or none), ``streamSid`` at top
 level or only inside ``start``, ``customParameters`` absent or empty, ``stop`` with or without a

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -161,3 +163,67 @@ spec:
     assert {m.subject for m in gw.captured.audio} == {"analytics.ana-7.inbound"}
     assert {m.subject for m in gw.captured.event_msgs} == {f"analytics-events.{report.calls[0].call_id}"}
     assert gw.captured.events_of("started")[0]["route"] == "analytics"
+
+
+async def test_several_streams_of_one_call_stay_apart(gateway: RunningGateway) -> None:
+    """SWML lets one call run several streams at once (distinct ``control_id``). On the default
+    route they share ``audio.{call_id}.{track}``; each frame names its stream in ``Sgw-Stream-Id``
+    and each stream numbers its own frames from 1 in ``Sgw-Seq``, and each stream gets its own
+    back-channel, named in its ``started`` event."""
+    call_id = "76ac3c36-56da-4a3e-a0d6-b5f8df6da9ad"
+    streams = await asyncio.gather(
+        *(
+            simulate(
+                SimulateOptions(
+                    url=gateway.ws_url,
+                    track="both",
+                    duration=1.2,
+                    realtime=True,
+                    call_id=call_id,
+                    control_id=control_id,
+                )
+            )
+            for control_id in ("transcribe", "record")
+        )
+    )
+    calls = [report.calls[0] for report in streams]
+    assert calls[0].stream_id != calls[1].stream_id
+    for call in calls:
+        assert (call.close_code, call.error) == (1000, None)
+    total = sum(c.frames_sent for c in calls)
+    await gateway.captured.wait_for(lambda: len(gateway.captured.audio) >= total)
+    started = {e["stream_id"]: e for e in gateway.captured.events_of("started")}
+    for call in calls:
+        for track in call.tracks:
+            mine = [
+                m
+                for m in gateway.captured.audio
+                if m.subject == f"audio.{call_id}.{track}" and (m.headers or {})["Sgw-Stream-Id"] == call.stream_id
+            ]
+            assert [m.data for m in mine] == call.sent[track]
+            assert [int((m.headers or {})["Sgw-Seq"]) for m in mine] == list(range(1, len(call.sent[track]) + 1))
+        assert started[call.stream_id]["control_id"] == call.control_id
+        assert started[call.stream_id]["playback_subject"] == f"play.{call_id}.{call.stream_id}"
+    assert len({e["playback_subject"] for e in started.values()}) == 2
+
+
+async def test_each_stream_of_one_call_takes_only_its_own_playback(gateway: RunningGateway) -> None:
+    call_id = "one-call-two-streams"
+    tasks = [
+        asyncio.create_task(
+            simulate(
+                SimulateOptions(url=gateway.ws_url, duration=1.5, realtime=True, call_id=call_id, control_id=control_id)
+            )
+        )
+        for control_id in ("bot", "recorder")
+    ]
+    await gateway.captured.wait_for(lambda: len(gateway.captured.events_of("started")) == 2)
+    by_control = {e["control_id"]: e for e in gateway.captured.events_of("started")}
+    await gateway.nc.publish(by_control["bot"]["playback_subject"], b'{"type":"mark","name":"for-the-bot"}')
+    await gateway.nc.publish(by_control["recorder"]["playback_subject"], b'{"type":"mark","name":"for-the-recorder"}')
+    reports = {r.calls[0].control_id: r.calls[0] for r in await asyncio.gather(*tasks)}
+    marks = {
+        control_id: [json.loads(m)["mark"]["name"] for m in call.received if isinstance(m, str)]
+        for control_id, call in reports.items()
+    }
+    assert marks == {"bot": ["for-the-bot"], "recorder": ["for-the-recorder"]}

@@ -45,6 +45,23 @@ def test_module_runs_as_a_program() -> None:
     assert "SGW_OPERATOR_METRICS_PORT" in result.stdout
 
 
+def test_without_kopf_it_names_the_install_command_and_exits_2() -> None:
+    """The gateway-only install (no ``[operator]`` extra): one line, no traceback, exit 2.
+
+    kopf is hidden the way a missing distribution is (``sys.modules[name] = None`` makes its
+    import raise ModuleNotFoundError), then the console script's own entry function runs."""
+    program = (
+        "import sys; sys.modules['kopf'] = None; sys.argv = ['streamgw-operator'];"
+        "from sgw_operator.__main__ import main; sys.exit(main())"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "streamgw-operator: kopf is not installed; install the operator extra: pip install 'stream-gateway[operator]'"
+    ]
+
+
 def test_kopf_cli_args_follow_the_namespaces() -> None:
     assert kopf_cli_args(load_settings({})) == ["run", "--standalone", "-A"]
     scoped = load_settings({"SGW_OPERATOR_NAMESPACES": "voice,team"})

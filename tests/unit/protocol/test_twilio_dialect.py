@@ -1,4 +1,4 @@
-"""Every Twilio/SignalWire wire variant (PROTOCOLS.md sections 1, 2 and 12.1) as pure table tests."""
+"""Every Twilio/SignalWire wire variant (docs/protocols.md sections 1, 2 and 12.1) as pure table tests."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_media_formats(media_format: dict[str, Any] | None, codec: Codec) -> Non
 def test_codec_labels_and_frame_arithmetic() -> None:
     assert Codec("PCMU", 8000).label == "PCMU/8000"
     assert Codec("L16", 24000).label == "L16/24000"
-    assert Codec("L16", 24000).bytes_per_ms * 20 == 960  # PROTOCOLS 0.2: 960 bytes per 20 ms
+    assert Codec("L16", 24000).bytes_per_ms * 20 == 960  # docs/protocols.md 0.2: 960 bytes per 20 ms
     assert Codec("PCMA", 8000).bytes_per_ms * 20 == 160
 
 
