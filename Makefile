@@ -36,7 +36,10 @@ test: $(STAMP)  ## lint, then the whole test suite (real nats-server, gateway, k
 unit: $(STAMP)  ## only the fast pure tests
 	$(BIN)/pytest tests/unit $(ARGS)
 
-bench: $(STAMP)  ## benchmarks; they print figures, they do not pass or fail on speed
+bench: $(STAMP)  ## gateway vs naive bridge under identical load (bench/RESULTS.md); figures, never pass/fail
+	$(BIN)/python -m bench $(ARGS)
+
+bench-core: $(STAMP)  ## in-process micro-benchmarks of the protocol core (python -m tests.bench)
 	$(BIN)/python -m tests.bench $(ARGS)
 
 fmt: $(STAMP)  ## format and fix what ruff can

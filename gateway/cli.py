@@ -2,7 +2,8 @@
 
 Sub-commands: ``serve`` (the gateway), ``simulate`` (act as SignalWire), ``tap`` (watch what
 arrives on NATS), ``check-config`` and ``print-env-defaults``. Every ``serve`` flag has an ``SGW_``
-environment twin; a flag wins over its variable.
+environment twin; a flag wins over its variable. ``serve`` with more than one worker runs the
+supervisor (:mod:`gateway.supervisor`) instead of the gateway itself.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "server.port": args.port,
         "server.internal_port": args.internal_port,
         "server.host": args.host,
+        "server.workers": args.workers,
         "nats.url": args.nats_url,
         "routing.file": args.routes,
         "routing.secrets_dir": args.secrets_dir,
@@ -45,6 +47,11 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="metrics/probes port (SGW_SERVER__INTERNAL_PORT, default 9090)",
     )
     p.add_argument("--host", help="listen address (SGW_SERVER__HOST)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="gateway processes sharing the public port; 0: one per CPU (SGW_SERVER__WORKERS, default 1)",
+    )
     p.add_argument("--nats-url", help="NATS URL; absent: embedded nats-server (SGW_NATS__URL)")
     p.add_argument("--routes", type=Path, help="StreamRoute YAML file (SGW_ROUTING__FILE)")
     p.add_argument(
@@ -64,11 +71,30 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.server import serve
-
     settings = load_settings(overrides=_serve_overrides(args))
     configure_logging(settings.observability.log_level, settings.observability.log_format)
-    return asyncio.run(serve(settings))
+    if settings.server.workers != 1:
+        from gateway.supervisor import WorkerStartError, resolve_workers, supervise
+
+        workers = resolve_workers(settings.server.workers)
+        if workers > 1:
+            try:
+                return asyncio.run(supervise(settings, workers))
+            except WorkerStartError as exc:
+                print(f"streamgw: {exc}", file=sys.stderr)
+                return exc.exit_code
+    from gateway.server import serve
+
+    return run_loop(serve(settings))
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """uvloop where it exists: its event loop costs less per socket event than asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships for every platform we deploy on
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

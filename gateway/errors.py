@@ -11,6 +11,7 @@ Close codes (RFC 6455 section 7.4.1):
 1001   going away: the pod is draining (:class:`ShuttingDown`)
 1002   protocol error: a frame that breaks RFC 6455 itself (aiohttp's reader closes with it)
 1003   unsupported data: a binary frame on a text-only protocol
+1006   (never sent) the socket ended without a close frame: metrics and logs report it
 1007   invalid payload: not JSON, not UTF-8, bad base64, wrong field types
 1008   policy violation: order violations, unknown route, failed auth, start timeout
 1009   message too big
@@ -29,6 +30,8 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001
     PROTOCOL_ERROR = 1002
     UNSUPPORTED_DATA = 1003
+    ABNORMAL = 1006
+    """Never sent: reported when a socket ended without a close frame."""
     INVALID_PAYLOAD = 1007
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009

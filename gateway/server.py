@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import ssl
@@ -39,11 +40,15 @@ from gateway.routing.static import StaticRouteSource
 from gateway.settings import Settings
 from gateway.transport.app import HTTP_LOGGER, build_internal_app, build_public_app
 from gateway.transport.context import GatewayContext
+from gateway.transport.overload import Overload
+from gateway.transport.port import PublicPortProtocol, websocket_protocol_factory
+from gateway.transport.upgrade import listener_factory
 from sgw_routes.model import RoutingTable
 
 logger = logging.getLogger(__name__)
 
 _FLUSH_TIMEOUT = 5.0
+_PICOWS_FRAME_CAP = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class GatewayServer:
         self.connection: NatsConnection | None = None
         self.ctx: GatewayContext | None = None
         self._runners: list[web.AppRunner] = []
+        self._servers: list[asyncio.Server] = []
         self.endpoints: Endpoints | None = None
         self._stopped = asyncio.Event()
         self._drain_started = False
@@ -87,21 +93,42 @@ class GatewayServer:
                 f"{s.websocket.max_frame_payload_bytes} exceeds the NATS server's max_payload "
                 f"{conn.client.max_payload}",
             )
-        publisher = NatsPublisher(conn, confirm_timeout=s.nats.confirm_timeout)
+        publisher = NatsPublisher(
+            conn,
+            confirm_timeout=s.nats.confirm_timeout,
+            confirm_interval=s.nats.confirm_interval,
+            flush_interval=s.nats.flush_interval,
+            pending_bytes=s.nats.pending_bytes,
+        )
         publisher.start()
         routes = self._route_source(conn)
-        tracing = StreamTracing(build_tracer_provider(s.observability, self._span_processor))
-        ctx = self.ctx = GatewayContext(
-            settings=s, metrics=self.metrics, publisher=publisher, routes=routes, tracing=tracing
+        tracing = StreamTracing(
+            build_tracer_provider(s.observability, self._span_processor),
+            recording=bool(s.observability.otlp_endpoint) or self._span_processor is not None,
         )
+        ctx = self.ctx = GatewayContext(
+            settings=s,
+            metrics=self.metrics,
+            publisher=publisher,
+            routes=routes,
+            tracing=tracing,
+            overload=Overload(s.server.max_loop_lag, self.metrics.loop_lag),
+        )
+        ws = s.websocket
+        timeouts = [t for t in (ws.start_timeout, ws.receive_timeout, ws.heartbeat) if t > 0]
+        # A quarter of the shortest timeout, at most a second: timeouts hold to within that.
+        ctx.registry.configure(self.metrics, s.buffer.max_pause, sweep_every=min(1.0, min(timeouts) / 4))
+        ctx.registry.start()
+        publisher.add_flow_listener(ctx.registry.on_flow)
         self._wire_metrics(ctx, conn, publisher)
         await routes.start()
+        ctx.overload.start()
 
-        public = build_public_app(ctx)
-        internal = build_internal_app(ctx)
         tls = self._tls_context()
-        ws_port = await self._listen(public, s.server.host, s.server.port, tls)
-        internal_port = await self._listen(internal, s.server.internal_host, s.server.internal_port, None)
+        ws_port = await self._listen_public(ctx, tls)
+        internal_port = await self._listen(
+            build_internal_app(ctx), s.server.internal_host, s.server.internal_port, None
+        )
         ctx.health.started = True
         host = "127.0.0.1" if s.server.host in ("0.0.0.0", "::", "") else s.server.host  # noqa: S104
         scheme = "wss" if tls else "ws"
@@ -138,7 +165,7 @@ class GatewayServer:
         m.buffer_capacity.set(self.settings.buffer.max_frames)
         m.buffer_frames.set_function(lambda: float(ctx.registry.buffered_frames()))
         m.buffer_fill_max.set_function(ctx.registry.max_fill)
-        m.nats_inflight.set_function(lambda: float(publisher.inflight))
+        m.watch_streams(ctx.registry.counted, lambda: publisher.resent, lambda: publisher.inflight)
         m.nats_connected.set(1)
         ctx.health.nats_connected = True
         ctx.health.confirm_overdue = publisher.confirm_overdue
@@ -171,6 +198,38 @@ class GatewayServer:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError("SGW_SERVER__TLS_CERT_FILE", f"cannot load certificate/key: {exc}") from None
         return ctx
+
+    async def _listen_public(self, ctx: GatewayContext, tls: ssl.SSLContext | None) -> int:
+        """The public port: picows for the WebSocket upgrades, aiohttp for the rest (``port.py``)."""
+        srv, ws = self.settings.server, self.settings.websocket
+        runner = web.AppRunner(
+            build_public_app(ctx), handle_signals=False, access_log=None, shutdown_timeout=1.0, logger=HTTP_LOGGER
+        )
+        await runner.setup()
+        self._runners.append(runner)
+        websocket = websocket_protocol_factory(
+            listener_factory(ctx),
+            # The message limit is enforced by the stream, in order with the frames before it;
+            # picows' own limit only caps what a peer can make it buffer.
+            max_frame_size=max(_PICOWS_FRAME_CAP, 4 * ws.max_message_bytes),
+        )
+        http = runner.server
+        assert http is not None
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(
+                lambda: PublicPortProtocol(websocket, http),
+                srv.host,
+                srv.port,
+                ssl=tls,
+                reuse_address=True,
+                reuse_port=srv.reuse_port or None,
+                backlog=1024,
+            )
+        except OSError as exc:
+            raise ConfigError("SGW_SERVER__PORT", f"cannot listen on {srv.host}:{srv.port}: {exc}") from None
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
 
     async def _listen(self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None) -> int:
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0, logger=HTTP_LOGGER)
@@ -207,7 +266,10 @@ class GatewayServer:
         if not await ctx.registry.wait_empty(s.drain_seconds):
             closed = await ctx.registry.close_all(s.close_concurrency)
             logger.info("drain deadline passed: closed %d streams with 1001", closed)
-        abandoned = await ctx.registry.flush_pumps(_FLUSH_TIMEOUT)
+            # The close frames are written by the event loop: let the sockets finish closing.
+            await ctx.registry.wait_empty(_FLUSH_TIMEOUT)
+        await ctx.publisher.wait_idle(_FLUSH_TIMEOUT)
+        abandoned = ctx.registry.abandon_held()
         if abandoned:
             logger.warning(
                 "%d buffered frames could not be published before exit (counted as dropped)",
@@ -219,7 +281,12 @@ class GatewayServer:
         if self._stopped.is_set():
             return
         try:
+            for server in self._servers:
+                server.close()
+            self._servers.clear()
             if self.ctx is not None:
+                self.ctx.overload.stop()
+                self.ctx.registry.stop()
                 await self.ctx.routes.close()
                 await self.ctx.publisher.close(_FLUSH_TIMEOUT)
                 # The OTLP exporter flushes synchronously: keep it off the event loop.
@@ -260,6 +327,10 @@ async def serve(settings: Settings, *, banner: bool = True) -> int:
         raise
     finally:
         stopping.cancel()
+    # Everything built so far lives as long as the process: out of the cyclic GC's sight, a full
+    # collection only walks what the streams create (it walked every start-up object before).
+    gc.collect()
+    gc.freeze()
     if banner:
         print_banner(settings, endpoints)
     await stop.wait()

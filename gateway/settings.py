@@ -42,6 +42,16 @@ class ServerSettings:
     """PEM private key for ``tls_cert_file``."""
     max_streams: int = 2000
     """Per-process limit of concurrent streams; upgrades beyond it get 503 so the LB retries elsewhere."""
+    max_loop_lag: float = 0.25
+    """Seconds the event loop may run late (smoothed) before new streams are refused with 503: the
+    process is saturated and the load balancer should send the call to another pod. Streams already
+    admitted are unaffected. ``0`` turns the check off."""
+    workers: int = 1
+    """Gateway processes sharing the public port (SO_REUSEPORT), one per core: each worker has its own
+    event loop, NATS connection, stream limit and admission control; one supervisor serves the
+    combined ``/metrics``, one ``/readyz`` and one drain. ``0``: one per CPU this process may use."""
+    reuse_port: bool = False
+    """Listen on the public port with SO_REUSEPORT (set by the supervisor for its workers)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +92,9 @@ class NatsSettings:
     """Client certificate for mutual TLS."""
     tls_key_file: Path | None = None
     """Client key for mutual TLS."""
-    connect_timeout: float = 5.0
-    """Seconds for one connection attempt."""
+    connect_timeout: float = 2.0
+    """Seconds for one connection attempt. It also bounds how long a hung server (it accepts the
+    TCP connection, then answers nothing) can hold up a reconnect before the next server is tried."""
     initial_connect_timeout: float = 30.0
     """Seconds start-up keeps retrying the first connection before it fails with a configuration
     error (a wrong credential or an unreachable server would otherwise hang start-up for ever)."""
@@ -96,8 +107,16 @@ class NatsSettings:
     takes longer is hung, or the path to it is: the connection is dropped and another server of
     the URL list is tried, with ``/readyz`` 503 until one confirms again. Unconfirmed audio is
     sent again there, so nothing is lost."""
+    flush_interval: float = 0.0005
+    """Seconds frames may wait to be written to NATS together: one system call carries every frame
+    read meanwhile. Adds at most this much latency; ``0`` writes at the end of every event-loop
+    iteration."""
+    confirm_interval: float = 0.005
+    """Seconds between two confirmation round trips (one PING at a time). Shorter confirms sooner
+    (fewer frames to send again after a server crash), longer costs fewer PINGs."""
     pending_bytes: int = 8 * 1024 * 1024
-    """Client-side write buffer while connected (nats-py ``pending_size``)."""
+    """Bytes that may wait in the socket for a slow NATS server before the gateway pauses reading
+    the provider sockets (back-pressure); also nats-py's own ``pending_size``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +129,10 @@ class BufferSettings:
     at once while NATS keeps up; a provider that floods them past this bound is closed with 1008
     and the refused event is counted (``sgw_events_dropped_total{reason="flood"}``). ``error`` and
     ``stopped`` are always kept, so a stream still ends properly on the bus."""
+    max_pause: float = 2.0
+    """Seconds the provider sockets may stay paused while NATS is connected but not keeping up (a
+    saturated server). Pausing loses nothing; past this bound the sockets are read again and the
+    stream buffers take the audio, dropping (and counting) the oldest past ``max_frames``."""
     overflow: Literal["drop_oldest", "close"] = "drop_oldest"
     """Policy when full: ``drop_oldest`` drops the oldest audio frame and counts it
     (``sgw_frames_dropped_total{reason="backpressure"}``); ``close`` ends the stream with 1013."""
@@ -292,6 +315,8 @@ def validate(settings: Settings) -> None:
             env_name("server", "tls_key_file"),
             "set both tls_cert_file and tls_key_file, or neither",
         )
+    if srv.workers < 0:
+        raise ConfigError(env_name("server", "workers"), "must be 0 (one per CPU) or more")
     if srv.max_streams < 1:
         raise ConfigError(env_name("server", "max_streams"), "must be at least 1")
     if ws.max_message_bytes < 1024:
@@ -309,6 +334,8 @@ def validate(settings: Settings) -> None:
     if settings.routing_source == "natskv" and settings.embedded_nats and settings.routing.source == "natskv":
         # The embedded broker is private to this process: nobody else could write routes into it.
         raise ConfigError(env_name("routing", "source"), "natskv needs SGW_NATS__URL (the operator's NATS)")
+    if settings.nats.confirm_interval < 0 or settings.nats.confirm_interval >= settings.nats.confirm_timeout:
+        raise ConfigError(env_name("nats", "confirm_interval"), "must be at least 0 and below confirm_timeout")
     if settings.nats.confirm_timeout <= 0:
         raise ConfigError(env_name("nats", "confirm_timeout"), "must be positive")
     if not 0.0 <= settings.observability.trace_sample_ratio <= 1.0:

@@ -8,9 +8,12 @@ alert tests check every query against :data:`METRIC_NAMES`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.observability.collector import CountedStream, StreamTotals
 
 _LATENCY_BUCKETS: Final = (
     0.0005,
@@ -31,8 +34,13 @@ _LATENCY_BUCKETS: Final = (
 
 
 class GatewayMetrics:
+    """The prometheus_client metrics, for what happens per stream or rarer; the per-frame counters
+    are plain integers on the streams, exported by :class:`~gateway.observability.collector.StreamTotals`'s
+    collector once :meth:`watch_streams` is called."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self.stream_totals = StreamTotals()
         self.streams_active = Gauge(
             "sgw_streams_active", "Streams currently open, by route.", ["route"], registry=registry
         )
@@ -57,41 +65,6 @@ class GatewayMetrics:
             "sgw_ws_upgrades_rejected_total",
             "WebSocket upgrades refused before 101, by reason.",
             ["reason"],
-            registry=registry,
-        )
-        self.frames_received = Counter(
-            "sgw_frames_received_total",
-            "Audio frames received from providers.",
-            ["route", "track"],
-            registry=registry,
-        )
-        self.bytes_received = Counter(
-            "sgw_audio_bytes_received_total",
-            "Decoded audio payload bytes received.",
-            ["route", "track"],
-            registry=registry,
-        )
-        self.frames_published = Counter(
-            "sgw_frames_published_total",
-            "Audio frames handed to NATS.",
-            ["route", "track"],
-            registry=registry,
-        )
-        self.frames_dropped = Counter(
-            "sgw_frames_dropped_total",
-            "Audio frames not delivered, by reason (backpressure, rejected, shutdown).",
-            ["route", "reason"],
-            registry=registry,
-        )
-        self.frames_resent = Counter(
-            "sgw_frames_resent_total",
-            "Messages sent again because NATS never confirmed them (connection lost).",
-            registry=registry,
-        )
-        self.sequence_anomalies = Counter(
-            "sgw_sequence_anomalies_total",
-            "Anomalies in the provider's media timestamps: gap (frames missing), duplicate, reordered.",
-            ["route", "track", "reason"],
             registry=registry,
         )
         self.events_published = Counter(
@@ -131,7 +104,7 @@ class GatewayMetrics:
         )
         self.publish_latency = Histogram(
             "sgw_publish_latency_seconds",
-            "Time from reading a frame off the socket to handing it to NATS.",
+            "Time from reading a frame off the socket to writing it to the NATS connection (1 frame in 64 sampled).",
             ["route"],
             buckets=_LATENCY_BUCKETS,
             registry=registry,
@@ -182,9 +155,31 @@ class GatewayMetrics:
             ["reason"],
             registry=registry,
         )
+        self.backpressure = Gauge(
+            "sgw_backpressure_active",
+            "1 while the provider sockets are paused because NATS is not keeping up.",
+            registry=registry,
+        )
+        self.backpressure_pauses = Counter(
+            "sgw_backpressure_pauses_total",
+            "Times the provider sockets were paused because NATS was not keeping up.",
+            registry=registry,
+        )
+        self.loop_lag = Gauge(
+            "sgw_event_loop_lag_seconds",
+            "How late the event loop runs a timer (smoothed): above server.max_loop_lag new streams get 503.",
+            registry=registry,
+        )
         self.ready = Gauge("sgw_ready", "1 while /readyz answers 200.", registry=registry)
         self.draining = Gauge("sgw_draining", "1 after SIGTERM, while live streams drain.", registry=registry)
         self._initialise_known_labels()
+
+    def watch_streams(
+        self, live: Callable[[], Iterable[CountedStream]], resent: Callable[[], int], inflight: Callable[[], int]
+    ) -> None:
+        """Export the per-frame counters of these streams (and of those already retired)."""
+        self.registry.register(self.stream_totals.collector(live, resent))
+        self.nats_inflight.set_function(lambda: float(inflight()))
 
     def _initialise_known_labels(self) -> None:
         """Export zero-valued series for every known reason, so ``rate()`` and alerts see 0, not nothing."""
@@ -192,7 +187,7 @@ class GatewayMetrics:
             self.protocol_errors.labels(reason)
         for reason in ("missing", "invalid"):
             self.auth_failures.labels(reason)
-        for reason in ("draining", "stream_limit", "unauthorized", "no_route_table"):
+        for reason in ("draining", "stream_limit", "unauthorized", "no_route_table", "overloaded"):
             self.upgrades_rejected.labels(reason)
         self.messages_ignored.labels("unknown_event")
         self.events_dropped.labels("flood")
@@ -217,6 +212,7 @@ PROTOCOL_ERROR_REASONS: Final = (
     "connected_after_start",
     "start_timeout",
     "receive_timeout",
+    "heartbeat_timeout",
     "ws_error",
     "event_flood",
 )
@@ -265,6 +261,9 @@ METRIC_NAMES: Final = frozenset(
         "sgw_status_callbacks_total",
         "sgw_playback_messages_total",
         "sgw_ready",
+        "sgw_backpressure_active",
+        "sgw_backpressure_pauses_total",
+        "sgw_event_loop_lag_seconds",
         "sgw_draining",
     }
 )

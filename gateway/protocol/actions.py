@@ -1,8 +1,10 @@
 """What the session asks its shell to do. The session never does I/O; the shell carries these out.
 
-``AudioOut`` is the per-frame action and is kept minimal (slots, no validation): it goes straight
-into the stream's bounded buffer. Event bodies are plain dicts serialised by the publisher, so a
-``stopped`` body can still receive the buffer's final drop counts before it is sent.
+Audio is not an action object on the shell's per-frame path: :meth:`StreamSession.media` returns
+the updated :class:`~gateway.protocol.session.TrackStats`, whose ``seq`` and ``ts`` the shell
+hands to the stream's outbox with the payload. :class:`FrameOut` is the same thing as an action,
+for :meth:`StreamSession.receive` (tests and tools drive the session through that one door).
+Event bodies are plain dicts, encoded by the shell.
 """
 
 from __future__ import annotations
@@ -14,31 +16,34 @@ from gateway.protocol.media import Codec
 from sgw_routes.model import Route
 
 
-@dataclass(slots=True)
-class AudioOut:
-    """Publish one audio frame."""
+@dataclass(frozen=True, slots=True)
+class FrameOut:
+    """Publish one audio frame (the ``receive`` form of the per-frame path)."""
 
     track: str
-    subject: str
+    seq: int
+    ts: int
     payload: bytes
-    headers: dict[str, str]
-    received: float
-    """Unix time the frame was read from the socket (publish latency is measured from it)."""
 
 
 @dataclass(slots=True)
 class EventOut:
-    """Publish one JSON lifecycle event (never dropped by the buffer)."""
+    """Publish one JSON lifecycle event (``error`` and ``stopped`` are ``final``)."""
 
     kind: str
     subject: str
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def final(self) -> bool:
+        return self.kind in ("error", "stopped")
+
 
 @dataclass(frozen=True, slots=True)
 class StreamInfo:
-    """Everything known once ``start`` is accepted; the shell binds metrics, span and logger to it."""
+    """Everything known once ``start`` is accepted; the shell binds its outbox, metrics, span and
+    logger to it before any audio."""
 
     call_id: str
     stream_id: str
@@ -52,11 +57,16 @@ class StreamInfo:
     """Already masked: values of secret parameters are ``***``."""
     playback_subject: str | None = None
     """Where consumers talk back to this stream (the route's playback template, rendered)."""
+    audio_subjects: tuple[str, str] = ("", "")
+    """The audio subject of track index 0 (``inbound``) and 1 (``outbound``)."""
+    events_subject: str = ""
+    frame_headers: dict[str, str] = field(default_factory=dict)
+    """The headers every audio frame carries besides ``Sgw-Seq`` and ``Sgw-Ts``."""
 
 
 @dataclass(frozen=True, slots=True)
 class Started:
-    """The stream was accepted: the shell sets up per-stream observability before any audio."""
+    """The stream was accepted: the shell sets up its outbox and observability before any audio."""
 
     info: StreamInfo
 
@@ -69,4 +79,4 @@ class Close:
     reason: str
 
 
-Action = AudioOut | EventOut | Started | Close
+Action = FrameOut | EventOut | Started | Close

@@ -8,9 +8,16 @@ integers, the audio payload to raw bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Annotated, Final, Literal
+
+import msgspec
 
 from gateway.protocol.media import Codec
+
+TrackName = Literal["inbound", "outbound", "inbound_track", "outbound_track"]
+"""The wire's track spellings; msgspec refuses anything else while decoding (no cost per frame)."""
+Counter = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+"""A provider counter or media timestamp: lax-decoded from a string or a number, never negative."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,16 +41,20 @@ class Start:
     sequence: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Media:
-    """One audio frame of one track."""
+class Media(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """One audio frame of one track.
 
-    track: str
+    A msgspec struct rather than a dataclass so that a JSON dialect whose media object has these
+    field names (Twilio, SignalWire, Telnyx) decodes straight into it, base64 to bytes included,
+    with no conversion on the per-frame path. ``track`` is the wire's spelling (``inbound``,
+    ``outbound`` or their ``_track`` forms); the session maps it once per frame.
+    """
+
     payload: bytes
-    timestamp: int | None = None
-    """Provider media time in ms since stream start."""
-    chunk: int | None = None
-    sequence: int | None = None
+    track: TrackName = "inbound"
+    timestamp: Counter | None = None
+    """Provider media time in ms since stream start (None: the session counts it from the bytes)."""
+    chunk: Counter | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,29 +4,35 @@ Rule 1: every rule about message order lives in the transition table below, not 
 Rule 2: no clocks, no awaits, no logging, no metrics. Time is passed in; the shell measures.
 
 The session resolves the stream's route once, at ``start``, from the table current at that moment
-(a stream keeps its route for life), checks the bearer token against it, and precomputes the
-subjects and constant headers so each media frame costs one dict and one counter update. Sequence
-anomalies are detected per track from ``media.timestamp`` (the media clock, docs/pitfalls.md item 18): a jump
-of more than one frame is a gap, a timestamp seen before is a duplicate, an older unseen one is a
-reordered frame. They are counted, never hidden: every frame is published as received.
+(a stream keeps its route for life), checks the bearer token against it, and renders the subjects
+and constant headers once, so a media frame costs one dict lookup (its track) and a few counter
+updates in :meth:`StreamSession.media`, the per-frame path, which allocates nothing. Sequence
+anomalies are detected per track from ``media.timestamp`` (the media clock, docs/pitfalls.md item
+18): a jump of more than one frame is a gap, a timestamp seen before is a duplicate, an older
+unseen one is a reordered frame. They are counted, never hidden: every frame is published as
+received. ``Sgw-Ts`` is the provider's timestamp, or, where a provider sends none, the media time
+counted from the bytes received on that track.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
-from gateway.errors import GatewayError, RemoteProtocolError, RouteNotFound, Unauthorized
-from gateway.protocol.actions import Action, AudioOut, Close, EventOut, Started, StreamInfo
+from gateway.errors import CloseCode, GatewayError, RemoteProtocolError, RouteNotFound, Unauthorized
+from gateway.protocol.actions import Action, Close, EventOut, FrameOut, Started, StreamInfo
 from gateway.protocol.events import Connected, Dtmf, Ignored, InboundEvent, Mark, Media, Start, Stop
 from gateway.protocol.media import Codec
 from sgw_routes.model import Route, RoutingTable
 from sgw_routes.subjects import render
 
-_SEEN_WINDOW: Final = 64
+_MISSING_WINDOW: Final = 64
+_TRACK_NAMES: Final = ("inbound", "outbound")
+_TRACK_INDEX: Final = {"inbound": 0, "outbound": 1, "inbound_track": 0, "outbound_track": 1}
 
 
 class State(Enum):
@@ -62,35 +68,52 @@ TRANSITIONS: Final[dict[State, dict[type, str]]] = {
 
 @dataclass(slots=True)
 class TrackStats:
-    """Per-track counters and the gateway's contiguous ``Sgw-Seq``."""
+    """Per-track counters and the gateway's contiguous ``Sgw-Seq`` (read by metrics at scrape)."""
 
-    subject: str
+    index: int
+    """0 for ``inbound``, 1 for ``outbound``: the shell's outbox and subjects are indexed by it."""
     seq: int = 0
-    frames: int = 0
+    """``Sgw-Seq`` of the last frame, which is also the number of frames received."""
+    ts: int = 0
+    """``Sgw-Ts`` of the last frame."""
     bytes: int = 0
     gaps: int = 0
     duplicates: int = 0
     reordered: int = 0
-    highest_ts: int | None = None
-    seen: deque[int] = field(default_factory=lambda: deque(maxlen=_SEEN_WINDOW))
-    headers: dict[str, str] = field(default_factory=dict)
-    """Constant headers of this track (codec, stream id, traceparent), copied per frame."""
+    highest_ts: int = -1
+    missing: deque[int] | None = None
+    """Timestamps skipped by recent gaps: a late frame that fills one is reordered, any other
+    late frame is a duplicate. Remembering the holes instead of every frame costs nothing per
+    in-order frame (and it exists only once there was a hole: memory per idle stream)."""
 
-    def observe(self, ts: int | None, frame_ms: float) -> None:
-        if ts is None:
-            return
-        if self.highest_ts is None or ts > self.highest_ts:
-            if self.highest_ts is not None and frame_ms > 0:
-                missing = round((ts - self.highest_ts) / frame_ms) - 1
-                if missing > 0:
-                    self.gaps += missing
-            self.highest_ts = ts
-        elif ts in self.seen:
-            self.duplicates += 1
-            return
-        else:
+    @property
+    def frames(self) -> int:
+        return self.seq
+
+    def gap(self, high: int, ts: int, frame_ms: float) -> None:
+        """``ts`` jumped past ``high`` by more than one frame: count and remember the holes. The
+        first frame (``high`` -1) may start late (Twilio's first timestamp is 20): its holes are
+        remembered, so an earlier frame arriving after it is reordered, but they are no gap."""
+        first = high < 0
+        if first:
+            high = round(ts - frame_ms * (ts // frame_ms + 1))
+        missing = round((ts - high) / frame_ms) - 1
+        if missing > 0:
+            if not first:
+                self.gaps += missing
+            holes = self.missing
+            if holes is None:
+                holes = self.missing = deque(maxlen=_MISSING_WINDOW)
+            for n in range(max(1, missing + 1 - _MISSING_WINDOW), missing + 1):
+                holes.append(round(high + n * frame_ms))
+
+    def late(self, ts: int) -> None:
+        """A timestamp at or below the highest seen: it fills a hole, or it is a duplicate."""
+        if self.missing is not None and ts in self.missing:
+            self.missing.remove(ts)
             self.reordered += 1
-        self.seen.append(ts)
+        else:
+            self.duplicates += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +135,27 @@ def _provider(stream_id: str, connected_version: str | None) -> str:
 class StreamSession:
     """One provider stream from upgrade to close."""
 
+    # Slots: the per-frame path reads several attributes, and slot reads skip a dict lookup each.
+    __slots__ = (
+        "_bytes_per_ms",
+        "_config",
+        "_connected_version",
+        "_events_subject",
+        "_max_payload",
+        "_ms_per_byte",
+        "_path_key",
+        "_stats",
+        "_tables",
+        "_token",
+        "_traceparent",
+        "_traceparent_factory",
+        "ignored",
+        "info",
+        "state",
+        "stop_reason",
+        "streaming",
+    )
+
     def __init__(
         self,
         *,
@@ -131,9 +175,13 @@ class StreamSession:
         self._traceparent_factory = traceparent
         self._traceparent = ""
         self._connected_version: str | None = None
-        self._tracks: dict[str, TrackStats] = {}
+        self._stats = (TrackStats(0), TrackStats(1))
         self._events_subject = ""
-        self._frame_ms_per_byte = 0.0
+        self._ms_per_byte = 0.0
+        self._bytes_per_ms = 0.0
+        self._max_payload = config.max_payload_bytes
+        self.streaming = False
+        """True between an accepted ``start`` and the end: the shell's cue for :meth:`media`."""
         self.ignored = 0
 
     def __repr__(self) -> str:  # never show the token
@@ -145,12 +193,57 @@ class StreamSession:
 
     @property
     def tracks(self) -> dict[str, TrackStats]:
-        return self._tracks
+        """The stream's tracks by name (both, once started; only those with frames or announced
+        appear in ``stopped``)."""
+        return {"inbound": self._stats[0], "outbound": self._stats[1]}
+
+    @property
+    def track_pair(self) -> tuple[TrackStats, TrackStats]:
+        """The two tracks by index (what the metrics read, without building a dict)."""
+        return self._stats
+
+    def media(self, event: Media) -> TrackStats:
+        """The per-frame path (only while :attr:`streaming`): count one frame, return its track.
+
+        The shell publishes ``payload`` as frame ``stats.seq`` at ``stats.ts`` of track
+        ``stats.index``. Raises :class:`RemoteProtocolError` for an unknown track or a payload
+        over the limit.
+        """
+        index = _TRACK_INDEX.get(event.track)
+        if index is None:
+            raise RemoteProtocolError(
+                f"malformed frame: unknown track {event.track[:32]!r}",
+                reason="malformed",
+                close_code=CloseCode.INVALID_PAYLOAD,
+            )
+        stats = self._stats[index]
+        size = len(event.payload)
+        if size > self._max_payload:
+            raise RemoteProtocolError(
+                f"media payload of {size} bytes exceeds {self._max_payload}", reason="payload_too_big"
+            )
+        stats.seq += 1
+        before = stats.bytes
+        stats.bytes = before + size
+        ts = event.timestamp
+        if ts is None:
+            ts = int(before * self._ms_per_byte)
+        high = stats.highest_ts
+        if ts > high:
+            # A jump of at least one and a half frames is a gap (frame length from the payload size).
+            if high >= 0:
+                if (ts - high) * self._bytes_per_ms >= 1.5 * size > 0:
+                    stats.gap(high, ts, size * self._ms_per_byte)
+            elif ts > 0 and size:
+                stats.gap(high, ts, size * self._ms_per_byte)  # the first frame starts late
+            stats.highest_ts = ts
+        else:
+            stats.late(ts)
+        stats.ts = ts
+        return stats
 
     def receive(self, event: InboundEvent, now: float) -> list[Action]:
         """Feed one event. Raises :class:`GatewayError` on a violation; call :meth:`fail` then."""
-        if type(event) is Media and self.state is State.STREAMING:
-            return self._on_media(event, now)  # the per-frame fast path skips the table lookup
         handler = TRANSITIONS[self.state].get(type(event))
         if handler is None:
             return []
@@ -197,14 +290,14 @@ class StreamSession:
             tracks=event.tracks,
             codec=event.codec,
             custom_parameters=self._mask(event.custom_parameters),
-            playback_subject=render(route.playback_subject, values) if route.playback_subject else None,
         )
-        self.info = info
-        self.state = State.STREAMING
         if self._traceparent_factory is not None:
             self._traceparent = self._traceparent_factory(info)
             self._traceparent_factory = None  # used once; dropping it breaks the cycle with the shell
-        self._prepare(values, route, event.codec)
+        info = self._prepare(info, values, route, event.codec)
+        self.info = info
+        self.state = State.STREAMING
+        self.streaming = True
         extra: dict[str, Any] = {"playback_subject": info.playback_subject} if info.playback_subject else {}
         started = self._event(
             "started",
@@ -221,34 +314,26 @@ class StreamSession:
         )
         return [Started(info), started]
 
-    def _prepare(self, values: dict[str, str], route: Route, codec: Codec) -> None:
+    def _prepare(self, info: StreamInfo, values: dict[str, str], route: Route, codec: Codec) -> StreamInfo:
+        """Render everything a frame or event needs, once."""
         self._events_subject = render(route.events_subject, values)
-        base = {"Sgw-Codec": codec.label, "Sgw-Stream-Id": values["stream_id"]}
+        headers = {"Sgw-Codec": codec.label, "Sgw-Stream-Id": info.stream_id}
         if self._traceparent:
-            base["traceparent"] = self._traceparent
-        for track in ("inbound", "outbound"):
-            subject = render(route.subject, {**values, "track": track})
-            self._tracks[track] = TrackStats(subject=subject, headers=dict(base))
-        self._frame_ms_per_byte = 1.0 / codec.bytes_per_ms if codec.bytes_per_ms else 0.0
+            headers["traceparent"] = self._traceparent
+        subjects = tuple(render(route.subject, {**values, "track": name}) for name in _TRACK_NAMES)
+        self._bytes_per_ms = codec.bytes_per_ms
+        self._ms_per_byte = 1.0 / codec.bytes_per_ms if codec.bytes_per_ms else 0.0
+        return dataclasses.replace(
+            info,
+            playback_subject=render(route.playback_subject, values) if route.playback_subject else None,
+            audio_subjects=(subjects[0], subjects[1]),
+            events_subject=self._events_subject,
+            frame_headers=headers,
+        )
 
     def _on_media(self, event: Media, now: float) -> list[Action]:
-        payload = event.payload
-        if len(payload) > self._config.max_payload_bytes:
-            raise RemoteProtocolError(
-                f"media payload of {len(payload)} bytes exceeds {self._config.max_payload_bytes}",
-                reason="payload_too_big",
-            )
-        stats = self._tracks[event.track]
-        stats.seq += 1
-        stats.frames += 1
-        stats.bytes += len(payload)
-        ts = event.timestamp
-        stats.observe(ts, len(payload) * self._frame_ms_per_byte)
-        headers = stats.headers.copy()
-        headers["Sgw-Seq"] = str(stats.seq)
-        if ts is not None:
-            headers["Sgw-Ts"] = str(ts)
-        return [AudioOut(event.track, stats.subject, payload, headers, now)]
+        stats = self.media(event)
+        return [FrameOut(_TRACK_NAMES[stats.index], stats.seq, stats.ts, event.payload)]
 
     def _on_dtmf(self, event: Dtmf, now: float) -> list[Action]:
         body: dict[str, Any] = {"digit": event.digit}
@@ -273,6 +358,7 @@ class StreamSession:
             return []
         was_streaming = self.state is State.STREAMING
         self.state = State.CLOSED
+        self.streaming = False
         self.stop_reason = reason
         actions: list[Action] = []
         if was_streaming:
@@ -309,7 +395,7 @@ class StreamSession:
                 "reordered": t.reordered,
                 "dropped": 0,
             }
-            for name, t in self._tracks.items()
+            for name, t in self.tracks.items()
             if t.frames or (self.info is not None and name in self.info.tracks)
         }
         return self._event("stopped", now, reason=reason, tracks=tracks)

@@ -1,58 +1,143 @@
-"""The publish seam: what the stream buffers need from a message bus.
+"""The publish seam: what a stream's outbox needs from the bus, and what the shell needs besides.
 
-Contract: ``publish`` either hands the message to the bus or raises
-:class:`~gateway.errors.PublishUnavailable` (not connected: keep it and retry after
-:meth:`Publisher.wait_ready`) or :class:`~gateway.errors.PublishRejected` (never deliverable:
-count it as dropped). A message that was handed over but that the broker never confirmed, because
-the connection died first, is given back through ``on_lost`` so the caller can send it again:
-with core NATS, a message written into a socket that then breaks is otherwise lost silently.
-The same seam carries the few subscriptions the gateway makes (playback subjects of
-bidirectional streams). Implementations: :class:`~gateway.publish.nats.NatsPublisher` and the in-memory twin
-:class:`~gateway.publish.memory.MemoryPublisher`.
+The per-frame contract is synchronous. An :class:`~gateway.publish.outbox.Outbox` reads
+:attr:`Publisher.ready` and, while it is true, appends each encoded message (and itself, its
+owner) to the link's current batch, calling :meth:`Publisher.schedule` when it was the first; the
+link writes the batch in one go a moment later. While
+the link is not ready (disconnected, or the broker is not keeping up), outboxes keep their
+messages in order in their own bounded backlog and :meth:`Link.hold` them; the link calls
+:meth:`Owner.drain` when it is ready again. Core NATS has no acknowledgements, so the link keeps
+every written message until a PING/PONG round trip that started after it completes; when a
+connection breaks first, it gives them back to their owner (:meth:`Owner.take_back`), which sends
+them again ahead of anything newer. Implementations: :class:`~gateway.publish.nats.NatsPublisher`
+and the in-memory twin :class:`~gateway.publish.memory.MemoryPublisher`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
-LostCallback = Callable[[Any], None]
-MessageHandler = Callable[[bytes], Awaitable[None]]
-Unsubscribe = Callable[[], Awaitable[None]]
+MessageHandler = Callable[[bytes], None]
+"""Called synchronously with each message's payload (it must not block)."""
+Unsubscribe = Callable[[], None]
+FlowListener = Callable[[bool], None]
+"""Called with True when the link stops taking writes because the broker is slow, False when it
+takes them again: the shell pauses and resumes reading the provider sockets."""
+
+EVENT: int = -1
+"""The ``track`` of a lifecycle event in an outbox's backlog (audio tracks are 0 and 1)."""
+
+
+class Observer(Protocol):
+    """A histogram (child) to time something with."""
+
+    def observe(self, amount: float) -> None: ...
+
+
+class Owner(Protocol):
+    """What the link calls back on an outbox (both live in this package)."""
+
+    def drain(self, budget: int) -> bool:
+        """Write up to ``budget`` held messages; True when nothing is held any more."""
+        ...
+
+    def take_back(self, msgs: Sequence[bytes]) -> int:
+        """Messages written but never confirmed (oldest first): send them again, first. Returns
+        how many of them are audio frames."""
+        ...
 
 
 @runtime_checkable
 class Publisher(Protocol):
-    def is_ready(self) -> bool:
-        """True while messages can be handed over (connected, not draining)."""
+    ready: bool
+    """Connected and keeping up: outboxes may write straight through (read once per frame)."""
+
+    batch: list[bytes]
+    """Messages for the next write (appended to by outboxes, in step with :attr:`owners`)."""
+    owners: list[Owner | None]
+
+    def write(self, owner: Owner | None, msg: bytes) -> None:
+        """Hand one encoded message over; only while :attr:`ready`. Never blocks, never fails."""
         ...
+
+    def schedule(self) -> None:
+        """The batch has just got its first message: write it soon."""
+        ...
+
+    def hold(self, owner: Owner) -> None:
+        """``owner`` has a backlog: call its :meth:`Owner.drain` once ready."""
+        ...
+
+    def forget(self, owner: Owner) -> None:
+        """``owner`` gave up its backlog (abandoned at shutdown): stop draining it."""
+        ...
+
+    @property
+    def held(self) -> int:
+        """Outboxes still holding messages (buffers not yet emptied)."""
+        ...
+
+    def is_ready(self) -> bool: ...
 
     async def wait_ready(self) -> None:
-        """Return once :meth:`is_ready` is true (after a reconnect)."""
+        """Return once :attr:`ready` (after a reconnect)."""
         ...
 
-    async def publish(
-        self,
-        subject: str,
-        payload: bytes,
-        headers: Mapping[str, str] | None = None,
-        *,
-        jetstream: str | None = None,
-        on_lost: LostCallback | None = None,
-        token: Any = None,
-    ) -> None:
-        """Hand one message over. ``jetstream`` names a stream: publish with acknowledgement.
+    def add_flow_listener(self, listener: FlowListener) -> None: ...
 
-        If the connection breaks before the broker confirmed the message, ``on_lost(token)`` is
-        called once (from the event loop) so the owner can send it again.
-        """
+    async def publish(self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None) -> None:
+        """One message outside any stream (status callbacks); raises ``PublishUnavailable``."""
         ...
 
-    async def subscribe(self, subject: str, handler: MessageHandler) -> Unsubscribe:
+    async def jetstream(self, subject: str, payload: bytes, headers: Mapping[str, str], stream: str) -> None:
+        """One acknowledged publish into a JetStream stream; raises ``PublishUnavailable`` (retry)
+        or ``PublishRejected`` (never deliverable)."""
+        ...
+
+    def subscribe(self, subject: str, handler: MessageHandler) -> Unsubscribe:
         """Deliver the payloads published on ``subject`` to ``handler``, in order (the playback
-        back-channel of bidirectional streams). Returns the coroutine function that unsubscribes."""
+        back-channel of bidirectional streams). Returns the function that unsubscribes."""
+        ...
+
+    def time_next_write(self, observer: Observer) -> None:
+        """Observe, in seconds, how long until the current batch is written (latency sampling)."""
+        ...
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """True once nothing is held and everything written is confirmed (bounded wait)."""
         ...
 
     async def close(self, timeout: float) -> None:
-        """Flush what was handed over (bounded by ``timeout``) and disconnect."""
+        """Stop taking writes; wait (bounded) until everything written is confirmed."""
+        ...
+
+
+class StreamOutbox(Protocol):
+    """One stream's messages on their way to the bus (core NATS or JetStream, the shell cannot tell)."""
+
+    capacity: int
+    audio_held: int
+    held_per_track: list[int]
+    """Audio frames not yet handed over (JetStream: not yet acknowledged), per track index."""
+    dropped: dict[str, list[int]]
+    """Audio frames not delivered: reason -> per track index."""
+
+    @property
+    def holding(self) -> bool:
+        """Messages not yet handed over (or, for JetStream, not yet acknowledged)."""
+        ...
+
+    def frame(self, track: int, seq: int, ts: int, payload: bytes) -> None: ...
+
+    def event(self, subject: str, body: bytes, headers: Mapping[str, str], *, final: bool = False) -> None: ...
+
+    def dropped_per_track(self) -> list[int]: ...
+
+    def seal(self) -> None:
+        """The stream has ended: nothing more will be added."""
+        ...
+
+    def abandon(self, reason: str) -> int:
+        """Drop (and count) everything still held; returns the audio frames dropped."""
         ...

@@ -1,9 +1,12 @@
-"""In-memory :class:`~gateway.publish.base.Publisher`: the twin used by handler tests and benchmarks.
+"""In-memory :class:`~gateway.publish.base.Publisher`: the twin used by unit tests and benchmarks.
 
-Messages are appended to :attr:`MemoryPublisher.messages` as they are published. ``set_ready``
-simulates a broker outage: while not ready, ``publish`` raises ``PublishUnavailable`` exactly as
-the NATS publisher does when disconnected; ``lose_unconfirmed`` plays back the "connection broke
-before the broker confirmed" path.
+It takes the same encoded PUB/HPUB bytes as the NATS link and reads them back
+(:func:`gateway.publish.wire.parse`) into :attr:`MemoryPublisher.messages`, so a test sees exactly
+what NATS would have received. ``set_ready(False)`` plays an outage (outboxes hold),
+``set_saturated(True)`` a slow broker (outboxes hold and flow listeners pause the provider sockets);
+``set_ready(True)`` reconnects and empties the held backlogs. With
+``confirm=False`` written messages stay unconfirmed until :meth:`confirm_all`, and
+:meth:`lose_unconfirmed` plays "the connection broke before the broker confirmed them".
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.errors import PublishRejected, PublishUnavailable
-from gateway.publish.base import LostCallback, MessageHandler, Unsubscribe
+from gateway.publish.base import FlowListener, MessageHandler, Observer, Owner, Unsubscribe
+from gateway.publish.wire import encode, parse
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,49 +32,102 @@ class MemoryPublisher:
     def __init__(self, *, max_payload: int = 1024 * 1024, confirm: bool = True) -> None:
         self.messages: list[PublishedMessage] = []
         self.max_payload = max_payload
+        self.ready = True
+        self.batch: list[bytes] = []
+        self.owners: list[Owner | None] = []
         self._ready = asyncio.Event()
         self._ready.set()
         self._confirm = confirm
-        self._unconfirmed: list[tuple[LostCallback, Any, int]] = []
+        self._unconfirmed: list[tuple[Owner, bytes, int]] = []
+        self._held: dict[Owner, None] = {}
+        self._flow: list[FlowListener] = []
         self._handlers: dict[str, list[MessageHandler]] = {}
         self.closed = False
 
+    def write(self, owner: Owner | None, msg: bytes) -> None:
+        self.batch.append(msg)
+        self.owners.append(owner)
+        self.schedule()
+
+    def schedule(self) -> None:
+        """Written at once (a test sees each message as soon as it is handed over)."""
+        batch, owners = self.batch, self.owners
+        self.batch, self.owners = [], []
+        for msg, owner in zip(batch, owners, strict=True):
+            for m in parse(msg):
+                self.messages.append(PublishedMessage(m.subject, m.payload, m.headers))
+            if not self._confirm and owner is not None:
+                self._unconfirmed.append((owner, msg, len(self.messages) - 1))
+
+    def hold(self, owner: Owner) -> None:
+        self._held[owner] = None
+        if self.ready:
+            self._drain()
+
+    def forget(self, owner: Owner) -> None:
+        self._held.pop(owner, None)
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def _drain(self) -> None:
+        while self._held and self.ready:
+            for owner in list(self._held):
+                if owner.drain(256):
+                    del self._held[owner]
+
     def is_ready(self) -> bool:
-        return self._ready.is_set()
+        return self.ready
+
+    def time_next_write(self, observer: Observer) -> None:
+        observer.observe(0.0)  # written at once
+
+    async def wait_idle(self, timeout: float) -> bool:
+        return not self._held and not self._unconfirmed
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
+    def add_flow_listener(self, listener: FlowListener) -> None:
+        self._flow.append(listener)
+
+    def set_saturated(self, saturated: bool) -> None:
+        """A slow broker (connected): flow listeners pause the provider sockets; outboxes hold."""
+        for listener in self._flow:
+            listener(saturated)
+        self.set_ready(not saturated)
+
     def set_ready(self, ready: bool) -> None:
+        """Connected (True) or an outage (False)."""
+        if ready == self.ready:
+            return
+        self.ready = ready
         if ready:
             self._ready.set()
+            self._drain()
         else:
             self._ready.clear()
 
-    async def publish(
-        self,
-        subject: str,
-        payload: bytes,
-        headers: Mapping[str, str] | None = None,
-        *,
-        jetstream: str | None = None,
-        on_lost: LostCallback | None = None,
-        token: Any = None,
-    ) -> None:
-        if self.closed or not self._ready.is_set():
+    async def publish(self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None) -> None:
+        if self.closed or not self.ready:
             raise PublishUnavailable("memory publisher not ready")
         if len(payload) > self.max_payload:
             raise PublishRejected(f"payload of {len(payload)} bytes exceeds max_payload {self.max_payload}")
-        self.messages.append(PublishedMessage(subject, payload, dict(headers or {}), jetstream))
-        if not self._confirm and on_lost is not None:
-            self._unconfirmed.append((on_lost, token, len(self.messages) - 1))
+        for m in parse(encode(subject, payload, headers)):
+            self.messages.append(PublishedMessage(m.subject, m.payload, m.headers))
         for handler in list(self._handlers.get(subject, ())):  # exact subjects only: no wildcards here
-            await handler(payload)
+            handler(payload)
 
-    async def subscribe(self, subject: str, handler: MessageHandler) -> Unsubscribe:
+    async def jetstream(self, subject: str, payload: bytes, headers: Mapping[str, str], stream: str) -> None:
+        if self.closed or not self.ready:
+            raise PublishUnavailable("memory publisher not ready")
+        self.messages.append(PublishedMessage(subject, payload, dict(headers), stream))
+
+    def subscribe(self, subject: str, handler: MessageHandler) -> Unsubscribe:
         self._handlers.setdefault(subject, []).append(handler)
 
-        async def unsubscribe() -> None:
+        def unsubscribe() -> None:
             self._handlers[subject].remove(handler)
 
         return unsubscribe
@@ -80,12 +136,17 @@ class MemoryPublisher:
         self._unconfirmed.clear()
 
     def lose_unconfirmed(self) -> int:
-        """Drop every unconfirmed message from :attr:`messages` and give it back to its owner."""
+        """The connection broke: not ready, and every unconfirmed message is dropped from
+        :attr:`messages` and given back to its owner (``set_ready(True)`` reconnects)."""
+        self.set_ready(False)
         lost, self._unconfirmed = self._unconfirmed, []
         for _, _, index in sorted(lost, key=lambda x: -x[2]):
             del self.messages[index]
-        for callback, token, _ in lost:
-            callback(token)
+        by_owner: dict[Owner, list[bytes]] = {}
+        for owner, msg, _ in lost:
+            by_owner.setdefault(owner, []).append(msg)
+        for owner, msgs in by_owner.items():
+            owner.take_back(msgs)
         return len(lost)
 
     def subjects(self) -> list[str]:
@@ -93,3 +154,4 @@ class MemoryPublisher:
 
     async def close(self, timeout: float) -> None:
         self.closed = True
+        self.ready = False

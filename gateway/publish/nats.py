@@ -1,15 +1,30 @@
-"""Publishing to NATS with delivery confirmation, so an outage loses only what is counted.
+"""The NATS link: every stream's messages, written in batches and confirmed by PONG.
 
-Core NATS has no acknowledgements: a message written into a socket that then breaks is gone
-without a trace. So every handed-over message stays in a process-wide in-flight list until a
-PING/PONG round trip that started after it completes (the server has then processed it). One
-confirmer task does that for all streams, so the cost is one round trip per batch, not per frame.
-When the connection drops, every unconfirmed message is given back to its stream (``on_lost``),
-which sends it again after the reconnect. Consumers may therefore, rarely, see a frame twice after
-an outage; ``Sgw-Seq`` identifies it.
+nats-py keeps the connection (reconnects, auth, TLS, server discovery, subscriptions, JetStream);
+this module only writes pre-encoded PUB/HPUB commands into that connection's transport, batched:
+the first write after a flush schedules the next flush ``flush_interval`` later (0: at the end
+of the event-loop iteration), which writes everything written meanwhile with one
+``transport.write``. At real-time load a socket read brings one or two frames, so flushing per
+iteration meant one write system call per read; half a millisecond collects many. nats-py's
+per-message ``publish`` awaits a coroutine and builds headers per call; this path awaits nothing
+(see ``bench/RESULTS.md`` for the figures).
 
-JetStream routes publish with acknowledgement (``Nats-Msg-Id`` lets the stream de-duplicate a
-retried frame).
+Delivery confirmation: core NATS has no acknowledgements, and a message written into a socket that
+then breaks is gone without a trace. So each written batch stays in :attr:`_unconfirmed` until
+the PONG of a PING written after it arrives (one PING at a time, at most every ``confirm_interval``).
+When the connection breaks, every unconfirmed message goes back to its outbox, which sends it again
+first: nothing is lost, and a consumer may rarely see a frame twice (same ``Sgw-Seq``). A PING not
+answered within ``confirm_timeout`` means a hung server: the connection is dropped and nats-py
+moves to another server of the list; readiness turns false after half that time.
+
+Backpressure: when more than ``pending_bytes`` wait in the socket for a slow broker, the link stops
+taking writes (outboxes hold, within their bounds) and tells its flow listeners, which pause
+reading the provider sockets; when the socket has drained it takes writes again and empties the
+held backlogs, oldest first, stream by stream.
+
+nats-py internals touched (nats-py 2.x, pinned <3): ``Client._transport`` (its ``write`` and the
+asyncio transport under it, for the batch write and the buffer size) and ``Client._pongs`` (the
+queue of PING futures its reader resolves on PONG; a PING of ours must take its place in it).
 """
 
 from __future__ import annotations
@@ -17,173 +32,387 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from functools import partial
+from typing import Any, Final
 
 import nats.errors
 import nats.js.errors
-from nats.aio.msg import Msg
 
 from gateway.errors import PublishRejected, PublishUnavailable
-from gateway.publish.base import LostCallback, MessageHandler, Unsubscribe
+from gateway.publish.base import FlowListener, MessageHandler, Observer, Owner, Unsubscribe
 from gateway.publish.connection import NatsConnection
+from gateway.publish.subscriptions import Subscriptions
+from gateway.publish.wire import PING, encode
 
 logger = logging.getLogger(__name__)
 
-_NOT_READY_BACKOFF = 0.02
+_DRAIN_BUDGET: Final = 256
+"""Held messages one outbox writes per drain round, so streams share the link fairly."""
+_WATCH_FRACTION: Final = 4
+"""The stale-PING watch runs every ``confirm_timeout / 4``."""
 
 
 class NatsPublisher:
-    def __init__(self, conn: NatsConnection, *, confirm_timeout: float = 5.0) -> None:
+    # Slots: every frame touches this object, and slot reads skip the instance dict.
+    __slots__ = (
+        "_batches",
+        "_closing",
+        "_confirm_interval",
+        "_confirm_timeout",
+        "_confirmed",
+        "_conn",
+        "_draining",
+        "_flow",
+        "_flush_interval",
+        "_generation",
+        "_held",
+        "_idle",
+        "_js",
+        "_last_ping",
+        "_loop",
+        "_nc",
+        "_pending_bytes",
+        "_ping_timer",
+        "_pings",
+        "_saturated",
+        "_scheduled",
+        "_subscriptions",
+        "_tasks",
+        "_timed",
+        "_unconfirmed",
+        "batch",
+        "owners",
+        "ready",
+        "rejected",
+        "resent",
+    )
+
+    def __init__(
+        self,
+        conn: NatsConnection,
+        *,
+        confirm_timeout: float = 2.0,
+        confirm_interval: float = 0.005,
+        flush_interval: float = 0.0005,
+        pending_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
         self._conn = conn
         self._nc = conn.client
         self._js = self._nc.jetstream()
-        self._inflight: deque[tuple[LostCallback, Any]] = deque()
-        self._work = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self.ready = False
+        self._closing = False
+        self._saturated = False
+        self.batch: list[bytes] = []
+        """Messages waiting for the next flush (outboxes append to it directly; see Outbox.frame)."""
+        self.owners: list[Owner | None] = []
+        """The outbox of each message in :attr:`batch` (None: not sent again, e.g. status events)."""
+        self._scheduled = False
+        self._subscriptions = Subscriptions(self._nc)
+        self._timed: list[tuple[Observer, float]] = []
+        # Unconfirmed messages are kept per flushed batch, not per message: a tuple per frame that
+        # lives until its PONG is a tracked allocation, and at 150,000 frames/s those kept the
+        # cyclic GC busy (15 % of the gateway's CPU in a perf profile at maximum rate).
+        self._unconfirmed: deque[tuple[list[bytes], list[Owner | None]]] = deque()
+        self._batches = 0
+        """Batches written since the connection was made."""
+        self._confirmed = 0
+        """Batches confirmed by a PONG."""
+        self._pings: deque[tuple[float, int]] = deque()
+        """Outstanding PINGs of ours: (sent at, batches written before it)."""
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._last_ping = 0.0
+        self._generation = 0
+        self._held: dict[Owner, None] = {}
+        self._draining = False
+        self._flow: list[FlowListener] = []
         self._idle = asyncio.Event()
         self._idle.set()
-        self._generation = 0
+        self._tasks: set[asyncio.Task[None]] = set()
         self._confirm_timeout = confirm_timeout
-        self._closing = False
-        self._task: asyncio.Task[None] | None = None
-        self._flush: asyncio.Future[None] | None = None
-        self._flush_started: float | None = None
+        self._confirm_interval = confirm_interval
+        self._flush_interval = flush_interval
+        self._pending_bytes = pending_bytes
+        self.resent = 0
+        self.rejected = 0
         conn.add_listener(self._on_state)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._confirm_loop(), name="nats-confirm")
+        self._set_ready(self._nc.is_connected)
+        self._spawn(self._watch_pings(), "nats-confirm-watch")
+
+    # -- the per-frame path ------------------------------------------------------------------------
+
+    def write(self, owner: Owner | None, msg: bytes) -> None:
+        """Hand one message over (only while :attr:`ready`); outboxes inline this for audio."""
+        self.batch.append(msg)
+        self.owners.append(owner)
+        if len(self.batch) == 1:
+            self.schedule()
+
+    def schedule(self) -> None:
+        """The batch got its first message: flush it ``flush_interval`` from now."""
+        if not self._scheduled:
+            self._scheduled = True
+            self._idle.clear()
+            if self._flush_interval:
+                self._loop.call_later(self._flush_interval, self._flush)
+            else:
+                self._loop.call_soon(self._flush)
+
+    def time_next_write(self, observer: Observer) -> None:
+        self._timed.append((observer, self._loop.time()))
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._timed:
+            now = self._loop.time()
+            for observer, since in self._timed:
+                observer.observe(now - since)
+            self._timed.clear()
+        batch = self.batch
+        if not batch or not self._nc.is_connected:
+            return  # the disconnect gives the batch back to its outboxes
+        owners = self.owners
+        self.batch, self.owners = [], []
+        self._unconfirmed.append((batch, owners))
+        self._batches += 1
+        data = b"".join(batch)
+        if not self._pings:
+            now = self._loop.time()
+            if now - self._last_ping >= self._confirm_interval:
+                self._send_ping(now)
+                data += PING  # after every message it confirms
+            elif self._ping_timer is None:
+                # Due shortly: the tail of a burst must be confirmed too.
+                self._ping_timer = self._loop.call_at(self._last_ping + self._confirm_interval, self._timed_ping)
+        transport: Any = self._nc._transport
+        transport.write(data)
+        if self._write_buffer_size(transport) > self._pending_bytes:
+            self._saturate()
+
+    def _send_ping(self, now: float) -> None:
+        """Take a place in nats-py's PONG queue; the caller writes the PING bytes right after."""
+        future: asyncio.Future[bool] = self._loop.create_future()
+        self._nc._pongs.append(future)
+        self._pings.append((now, self._batches))
+        self._last_ping = now
+        future.add_done_callback(partial(self._on_pong, self._batches, self._generation))
+
+    def _ping_now(self) -> None:
+        """A PING on its own, when nothing is batched (a batch carries its own PING)."""
+        if self.batch or self._pings or self._batches == self._confirmed or not self._nc.is_connected:
+            return
+        self._send_ping(self._loop.time())
+        transport: Any = self._nc._transport
+        transport.write(PING)
+
+    def _timed_ping(self) -> None:
+        self._ping_timer = None
+        self._ping_now()
+
+    def _on_pong(self, mark: int, generation: int, future: asyncio.Future[bool]) -> None:
+        if generation != self._generation or future.cancelled():
+            return  # that connection is gone; its messages were given back already
+        self._pings.popleft()
+        unconfirmed = self._unconfirmed
+        for _ in range(mark - self._confirmed):
+            unconfirmed.popleft()
+        self._confirmed = mark
+        if self._batches > self._confirmed:
+            if self._loop.time() - self._last_ping >= self._confirm_interval:
+                self._ping_now()
+            elif self._ping_timer is None and not self.batch:
+                self._ping_timer = self._loop.call_at(self._last_ping + self._confirm_interval, self._timed_ping)
+        elif self._is_idle():
+            self._idle.set()
+
+    @staticmethod
+    def _write_buffer_size(transport: Any) -> int:
+        writer = getattr(transport, "_io_writer", None)
+        return 0 if writer is None else int(writer.transport.get_write_buffer_size())
+
+    # -- held backlogs, readiness and backpressure -------------------------------------------------
+
+    def hold(self, owner: Owner) -> None:
+        self._held[owner] = None
+        self._idle.clear()
+        if self.ready:
+            self._schedule_drain()
+
+    def forget(self, owner: Owner) -> None:
+        self._held.pop(owner, None)
+        if self._is_idle():
+            self._idle.set()
+
+    def _is_idle(self) -> bool:
+        return not self._unconfirmed and not self.batch and not self._held
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def _schedule_drain(self) -> None:
+        if not self._draining:
+            self._draining = True
+            self._loop.call_soon(self._drain_round)
+
+    def _drain_round(self) -> None:
+        """One round: every holding outbox writes a share; again next iteration if any remain."""
+        self._draining = False
+        for owner in list(self._held):
+            if not self.ready:
+                return
+            if owner.drain(_DRAIN_BUDGET):
+                del self._held[owner]
+        if self._held and self.ready:
+            self._schedule_drain()
+
+    def _saturate(self) -> None:
+        self._set_saturated(True)
+        logger.warning("NATS is not keeping up (%d bytes waiting): pausing the provider sockets", self._pending_bytes)
+        self._spawn(self._desaturate(self._generation), "nats-backpressure")
+
+    async def _desaturate(self, generation: int) -> None:
+        transport: Any = self._nc._transport
+        with contextlib.suppress(ConnectionError, RuntimeError, AttributeError):
+            await transport.drain()  # returns once the socket buffer is below its low mark
+        if generation == self._generation and self._saturated:
+            self._set_saturated(False)
+
+    def _set_saturated(self, saturated: bool) -> None:
+        """Only a slow broker pauses the provider sockets; during an outage they are read, and the
+        outboxes hold the audio within their bounds (the outage window)."""
+        if saturated == self._saturated:
+            return
+        self._saturated = saturated
+        for listener in self._flow:
+            listener(saturated)
+        self._set_ready(self._nc.is_connected)
+
+    def _set_ready(self, ready: bool) -> None:
+        ready = ready and not self._closing and not self._saturated
+        if ready == self.ready:
+            return
+        self.ready = ready
+        if ready and self._held:
+            self._schedule_drain()
+
+    def add_flow_listener(self, listener: FlowListener) -> None:
+        self._flow.append(listener)
 
     def is_ready(self) -> bool:
-        return not self._closing and self._nc.is_connected
+        return self.ready
 
     async def wait_ready(self) -> None:
-        # nats-py marks itself reconnecting a moment before our "disconnected" callback clears
-        # ``ready``; in that window ``ready.wait()`` returns at once while publishes still fail, and a
-        # caller retrying in a loop would never yield: the event loop (and the gateway) would hang.
-        while not self.is_ready():
+        while not self.ready:
             await self._conn.ready.wait()
-            if not self.is_ready():
-                await asyncio.sleep(_NOT_READY_BACKOFF)
+            if not self.ready:
+                await asyncio.sleep(0.02)  # nats-py reconnecting before our callback ran: never spin
 
     def confirm_overdue(self) -> bool:
-        """A confirmation has been pending for over half the timeout: nothing is being confirmed."""
-        started = self._flush_started
-        return started is not None and time.monotonic() - started > self._confirm_timeout / 2
+        """A PING has been waiting for over half the timeout: nothing is being confirmed."""
+        return bool(self._pings) and self._loop.time() - self._pings[0][0] > self._confirm_timeout / 2
 
     @property
     def inflight(self) -> int:
-        return len(self._inflight)
+        return len(self.batch) + sum(len(batch) for batch, _ in self._unconfirmed)
 
-    async def publish(
-        self,
-        subject: str,
-        payload: bytes,
-        headers: Mapping[str, str] | None = None,
-        *,
-        jetstream: str | None = None,
-        on_lost: LostCallback | None = None,
-        token: Any = None,
-    ) -> None:
+    async def _watch_pings(self) -> None:
+        while True:
+            await asyncio.sleep(self._confirm_timeout / _WATCH_FRACTION)
+            if self._pings and self._loop.time() - self._pings[0][0] > self._confirm_timeout:
+                # Connected but not confirming: a hung server (or path). Drop it and try another;
+                # what it never confirmed comes back through the disconnect and is sent again.
+                logger.warning("NATS did not confirm within %gs: moving to another server", self._confirm_timeout)
+                self._pings.clear()
+                await self._conn.abandon()
+
+    def _on_state(self, state: str) -> None:
+        if state in ("connected", "reconnected"):
+            self._set_ready(True)
+            return
+        self._set_ready(False)
+        if state != "disconnected":
+            return
+        self._generation += 1
+        self._pings.clear()
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
+        self._set_saturated(False)
+        self._conn.discard_unsent_publishes()
+        lost = list(self._unconfirmed)
+        if self.batch:
+            lost.append((self.batch, self.owners))
+        self._unconfirmed = deque()
+        self.batch, self.owners = [], []
+        self._batches = self._confirmed = 0
+        by_owner: dict[Owner, list[bytes]] = {}
+        for msgs, owners in lost:
+            for msg, owner in zip(msgs, owners, strict=True):
+                if owner is not None:
+                    by_owner.setdefault(owner, []).append(msg)
+        if not by_owner:
+            return
+        given = sum(map(len, by_owner.values()))
+        logger.warning("NATS connection lost: %d unconfirmed messages will be sent again", given)
+        for owner, msgs in by_owner.items():
+            self.resent += owner.take_back(msgs)
+
+    # -- outside the per-frame path ----------------------------------------------------------------
+
+    async def publish(self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None) -> None:
+        if not self.ready:
+            raise PublishUnavailable("NATS is not connected")
+        if len(payload) > self._nc.max_payload:
+            raise PublishRejected(f"{len(payload)} bytes exceed the server's max_payload")
+        self.write(None, encode(subject, payload, headers))
+
+    async def jetstream(self, subject: str, payload: bytes, headers: Mapping[str, str], stream: str) -> None:
+        """One acknowledged JetStream publish (routes with ``target.jetstream``)."""
         if self._closing or not self._nc.is_connected:
             raise PublishUnavailable("NATS is not connected")
-        hdrs = dict(headers) if headers is not None else None
-        if jetstream is not None:
-            await self._publish_js(subject, payload, hdrs, jetstream)
-            return
         try:
-            await self._nc.publish(subject, payload, headers=hdrs)
-        except nats.errors.MaxPayloadError:
-            raise PublishRejected(f"{len(payload)} bytes exceed the server's max_payload") from None
-        except (
-            nats.errors.OutboundBufferLimitError,
-            nats.errors.ConnectionClosedError,
-            nats.errors.ConnectionDrainingError,
-        ):
-            raise PublishUnavailable("NATS is not accepting publishes") from None
-        if on_lost is not None:
-            self._inflight.append((on_lost, token))
-            self._idle.clear()
-            self._work.set()
-
-    async def subscribe(self, subject: str, handler: MessageHandler) -> Unsubscribe:
-        async def deliver(msg: Msg) -> None:
-            await handler(msg.data)
-
-        sub = await self._nc.subscribe(subject, cb=deliver)
-        return sub.unsubscribe
-
-    async def _publish_js(self, subject: str, payload: bytes, headers: dict[str, str] | None, stream: str) -> None:
-        try:
-            await self._js.publish(subject, payload, timeout=self._confirm_timeout, stream=stream, headers=headers)
+            await self._js.publish(
+                subject, payload, timeout=self._confirm_timeout, stream=stream, headers=dict(headers)
+            )
         except nats.js.errors.NoStreamResponseError:
             raise PublishRejected(f"no JetStream stream {stream!r} covers {subject!r}") from None
         except nats.js.errors.APIError as exc:
             raise PublishRejected(f"JetStream rejected the message: {exc.description}") from None
-        except (
-            nats.errors.TimeoutError,
-            nats.errors.ConnectionClosedError,
-            nats.errors.NoRespondersError,
-        ):
-            # Unknown outcome: send again; the stream drops the copy by Nats-Msg-Id.
+        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError):
             raise PublishUnavailable("JetStream publish not acknowledged") from None
 
-    async def _confirm_loop(self) -> None:
-        while True:
-            await self._work.wait()
-            if not self._nc.is_connected:
-                await self._conn.ready.wait()
-                if not self._nc.is_connected:
-                    await asyncio.sleep(_NOT_READY_BACKOFF)  # same window as in wait_ready: never spin
-                continue
-            upto, generation = len(self._inflight), self._generation
-            # A task, so that a disconnect can abandon it: nats-py never fails a flush whose
-            # connection dropped, it lets it time out, and waiting that out would leave everything
-            # published meanwhile unconfirmed, to be sent twice at the next failover.
-            self._flush_started = time.monotonic()
-            flush = self._flush = asyncio.ensure_future(self._nc.flush(timeout=self._confirm_timeout))  # type: ignore[arg-type]  # nats-py annotates int, accepts float
-            await asyncio.wait({flush})
-            self._flush = self._flush_started = None
-            failure = None if flush.cancelled() else flush.exception()
-            if generation != self._generation:
-                continue  # the connection broke meanwhile: those messages were given back
-            if failure is not None:
-                if isinstance(failure, nats.errors.FlushTimeoutError | TimeoutError):
-                    # Connected but not confirming: a hung server. Drop it and try another; what
-                    # it never confirmed comes back through the disconnect and is sent again.
-                    logger.warning("NATS did not confirm within %gs: moving to another server", self._confirm_timeout)
-                    await self._conn.abandon()
-                await self._conn.ready.wait()
-                continue
-            for _ in range(min(upto, len(self._inflight))):
-                self._inflight.popleft()
-            if not self._inflight:
-                self._work.clear()
-                self._idle.set()
+    def subscribe(self, subject: str, handler: MessageHandler) -> Unsubscribe:
+        return self._subscriptions.subscribe(subject, handler)
 
-    def _on_state(self, state: str) -> None:
-        if state != "disconnected":
-            return
-        self._generation += 1
-        if self._flush is not None:
-            self._flush.cancel()
-        self._conn.discard_unsent_publishes()
-        lost, self._inflight = self._inflight, deque()
-        self._work.clear()
-        self._idle.set()
-        if lost:
-            logger.warning("NATS connection lost: %d unconfirmed messages will be sent again", len(lost))
-        for callback, token in lost:
-            callback(token)
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Everything written is confirmed and nothing is held (bounded wait)."""
+        if self._is_idle():
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def close(self, timeout: float) -> None:
-        """Stop accepting, wait (bounded) until everything handed over is confirmed."""
+        """Stop taking writes, wait (bounded) until everything handed over is confirmed."""
+        if self._nc.is_connected and not self._is_idle():
+            self._ping_now()
+            await self.wait_idle(timeout)
         self._closing = True
-        if self._nc.is_connected:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), timeout)
-        if self._task is not None:
-            self._task.cancel()
+        self._set_ready(False)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task

@@ -1,4 +1,5 @@
-"""Builds the two aiohttp applications: public (WebSockets, status callbacks) and internal.
+"""Builds the two aiohttp applications: public (status callbacks; the WebSocket upgrades on the
+same port go to picows, see :mod:`gateway.transport.port`) and internal (metrics, probes).
 
 Also owns :data:`HTTP_LOGGER`, the logger the server hands to aiohttp's request handlers.
 """
@@ -15,7 +16,6 @@ from gateway.transport.context import GatewayContext
 from gateway.transport.health import healthz, metrics_endpoint, readyz
 from gateway.transport.keys import CONTEXT
 from gateway.transport.status import status_endpoint
-from gateway.transport.ws_handler import stream_endpoint
 
 HTTP_LOGGER: Final = logging.getLogger("gateway.transport.http")
 """aiohttp's request-handler logger (``AppRunner(logger=HTTP_LOGGER)``)."""
@@ -41,8 +41,6 @@ HTTP_LOGGER.addFilter(_client_errors_at_debug)
 def build_public_app(ctx: GatewayContext) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[CONTEXT] = ctx
-    app.router.add_get("/stream", stream_endpoint)
-    app.router.add_get("/stream/{control_id}", stream_endpoint)
     app.router.add_post("/status", status_endpoint)
     app.router.add_get("/status", status_endpoint)
     return app

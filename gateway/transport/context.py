@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from gateway.observability.metrics import GatewayMetrics
 from gateway.observability.tracing import StreamTracing
@@ -15,6 +16,7 @@ from gateway.protocol.session import SessionConfig
 from gateway.publish.base import Publisher
 from gateway.routing.source import RouteSource
 from gateway.settings import Settings
+from gateway.transport.overload import Overload
 from gateway.transport.registry import StreamRegistry
 
 
@@ -52,8 +54,11 @@ class GatewayContext:
     tracing: StreamTracing
     registry: StreamRegistry = field(default_factory=StreamRegistry)
     health: Health = field(default_factory=Health)
+    overload: Overload = field(default_factory=lambda: Overload(0.0))
 
+    @cached_property
     def session_config(self) -> SessionConfig:
+        """The per-process constants every session shares (one object, not one per stream)."""
         return SessionConfig(
             max_payload_bytes=self.settings.websocket.max_frame_payload_bytes,
             secret_parameters=tuple(s.lower() for s in self.settings.observability.secret_parameters),

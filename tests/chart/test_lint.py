@@ -44,6 +44,8 @@ SCHEMA_VIOLATIONS: dict[str, tuple[dict[str, str], dict[str, str], str]] = {
     "bad log level": ({}, {"gateway.logLevel": "TRACE"}, "gateway.logLevel"),
     "bad service type": ({}, {"service.type": "ExternalName"}, "service.type"),
     "bad port": ({"gateway.ports.ws": "70000"}, {}, "gateway.ports.ws"),
+    "negative workers": ({"gateway.workers": "-1"}, {}, "gateway.workers"),
+    "workers not a number": ({}, {"gateway.workers": "auto"}, "gateway.workers"),
     "bad kv bucket": ({}, {"routing.kvBucket": "routes.table"}, "routing.kvBucket"),
     "bad runbook base": ({}, {"prometheusRule.runbookBaseUrl": "git.example.com"}, "runbookBaseUrl"),
 }
@@ -87,6 +89,10 @@ CROSS_VALUE_VIOLATIONS: dict[str, tuple[dict[str, str], str]] = {
     "a chart-managed setting in gateway.settings": (
         {"gateway.settings.shutdown.drain_seconds": "5"},
         "SGW_SHUTDOWN__DRAIN_SECONDS is set by the chart",
+    ),
+    "workers in gateway.settings": (
+        {"gateway.settings.server.workers": "2"},
+        "SGW_SERVER__WORKERS is set by the chart",
     ),
     "same port twice": ({"gateway.ports.metrics": "8080"}, "must differ"),
     "NATS secret without keys": ({"nats.auth.existingSecret": "nats"}, "none of userKey"),

@@ -212,9 +212,7 @@ def test_gateway_env_is_accepted_by_the_gateway_settings(render: Any, values: Pa
     """Every SGW_ variable the chart sets is a real gateway setting with a valid value."""
     gw = container(one(render(values), "Deployment", "gateway"), "gateway")
     env = {
-        name: value if isinstance(value, str) else f"from-secret-{name.lower()}"
-        for name, value in env_of(gw).items()
-        if name.startswith("SGW_")
+        name: _as_the_container_sees_it(name, value) for name, value in env_of(gw).items() if name.startswith("SGW_")
     }
     settings = load_settings(env)
     chart_values = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -224,6 +222,49 @@ def test_gateway_env_is_accepted_by_the_gateway_settings(render: Any, values: Pa
     assert settings.nats.url == overrides.get("nats", {}).get("url", chart_values["nats"]["url"])
     assert settings.routing.kv_bucket == overrides.get("routing", {}).get("kvBucket", "sgw-routes")
     assert settings.shutdown.drain_seconds == overrides.get("gateway", {}).get("drainSeconds", 30)
+
+
+def _as_the_container_sees_it(name: str, value: Any) -> str:
+    """Literal values as they are; the Downward API's CPU count (workers) as the kubelet would give
+    it (a whole number); Secret references as placeholders."""
+    if isinstance(value, str):
+        return value
+    if "resourceFieldRef" in value:
+        return "2"
+    return f"from-secret-{name.lower()}"
+
+
+DOWNWARD_CPU_LIMIT = {"resourceFieldRef": {"containerName": "gateway", "resource": "limits.cpu", "divisor": "1"}}
+
+
+def test_workers_default_to_the_cpu_limit(render: Any) -> None:
+    """Unset gateway.workers: one worker per CPU of the container's limit, rounded up by the kubelet."""
+    gw = container(one(render(**{"gateway.resources.limits.cpu": "1500m"}), "Deployment", "gateway"), "gateway")
+    assert [e["name"] for e in gw["env"]].count("SGW_SERVER__WORKERS") == 1
+    assert env_of(gw)["SGW_SERVER__WORKERS"] == DOWNWARD_CPU_LIMIT
+    assert DOWNWARD_CPU_LIMIT["resourceFieldRef"]["containerName"] == gw["name"]
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=SCENARIO_IDS)
+def test_without_a_cpu_limit_one_worker_runs(render: Any, values: Path | None) -> None:
+    """No CPU limit: Kubernetes would report the node's CPUs (16 on a big node), so the gateway
+    keeps its single-process default unless told otherwise."""
+    deployment = one(render(values), "Deployment", "gateway")
+    gw = container(deployment, "gateway")
+    if (gw.get("resources") or {}).get("limits", {}).get("cpu"):
+        assert env_of(gw)["SGW_SERVER__WORKERS"] == DOWNWARD_CPU_LIMIT
+    else:
+        assert "SGW_SERVER__WORKERS" not in env_of(gw)
+
+
+@pytest.mark.parametrize("workers", ["0", "1", "4"])
+def test_workers_value_wins_over_the_cpu_limit(render: Any, workers: str) -> None:
+    gw = container(one(render(**{"gateway.workers": workers}), "Deployment", "gateway"), "gateway")
+    env = env_of(gw)
+    assert [e["name"] for e in gw["env"]].count("SGW_SERVER__WORKERS") == 1
+    assert env["SGW_SERVER__WORKERS"] == workers
+    literal = {k: v for k, v in env.items() if k.startswith("SGW_") and isinstance(v, str)}
+    assert load_settings(literal).server.workers == int(workers)
 
 
 def test_extra_settings_become_sgw_variables(render: Any) -> None:

@@ -16,6 +16,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry
 
 from gateway.observability.metrics import METRIC_NAMES, GatewayMetrics
+from gateway.supervisor import SUPERVISOR_METRIC_NAMES
 from sgw_operator.metrics import METRIC_NAMES as OPERATOR_METRIC_NAMES
 
 OPERATOR_METRICS: Final = frozenset(OPERATOR_METRIC_NAMES)
@@ -64,8 +65,9 @@ def metric_names(expr: str) -> set[str]:
 
 
 def allowed(name: str) -> bool:
-    """A gateway metric (histograms with their sample suffixes), an operator metric, or ``up``."""
-    if name in METRIC_NAMES or name in OPERATOR_METRICS or name in ALLOWED_OTHER:
+    """A gateway metric (histograms with their sample suffixes), one of the ``--workers``
+    supervisor's own, an operator metric, or ``up``."""
+    if name in METRIC_NAMES or name in SUPERVISOR_METRIC_NAMES or name in OPERATOR_METRICS or name in ALLOWED_OTHER:
         return True
     return any(name.endswith(suffix) and name[: -len(suffix)] in HISTOGRAMS for suffix in HISTOGRAM_SUFFIXES)
 

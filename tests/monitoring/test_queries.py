@@ -1,5 +1,6 @@
 """Every query in the dashboard and the alert rules names only metrics the code exports
-(gateway/observability/metrics.py, the operator's sgw_operator_* names, and `up`)."""
+(gateway/observability/metrics.py, the `serve --workers` supervisor's, the operator's
+sgw_operator_* names, and `up`)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def test_metric_name_extraction(expr: str, names: set[str]) -> None:
 def test_allowed_names() -> None:
     assert allowed("sgw_streams_active")
     assert allowed("sgw_operator_table_version")
+    assert allowed("sgw_worker_restarts_total")
     assert allowed("up")
     assert allowed("sgw_publish_latency_seconds_bucket")
     assert allowed("sgw_publish_latency_seconds_count")

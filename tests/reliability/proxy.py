@@ -1,15 +1,19 @@
-"""A loopback TCP proxy that can cut one direction of the connections it carries.
+"""A loopback TCP proxy that can cut one direction of the connections it carries, or slow it.
 
 Stopping the broker is a clean outage: the server flushes, confirms and closes. A network fault is
 messier: the client's messages still arrive while nothing comes back, so the client cannot know
 what was received. ``partition()`` reproduces that on every live connection (server-to-client
 bytes are dropped); connections made afterwards are healthy, as after a route flap.
+
+``rate`` (bytes per second, client to server) plays a saturated server: it takes what it is sent
+only that fast, with small socket buffers so the backlog shows up in the sender quickly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from dataclasses import dataclass, field
 
 
@@ -22,8 +26,9 @@ class _Link:
 
 
 class OneWayPartitionProxy:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, *, rate: float = 0.0) -> None:
         self._target = (upstream_host, upstream_port)
+        self.rate = rate
         self._server: asyncio.Server | None = None
         self._links: list[_Link] = []
         self.port = 0
@@ -34,7 +39,11 @@ class OneWayPartitionProxy:
         return f"nats://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if self.rate:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # accepted sockets inherit it
+        sock.bind(("127.0.0.1", 0))
+        self._server = await asyncio.start_server(self._accept, sock=sock)
         self.port = self._server.sockets[0].getsockname()[1]
 
     def partition(self) -> None:
@@ -54,12 +63,15 @@ class OneWayPartitionProxy:
     async def _pump(
         self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, link: _Link, *, downstream: bool
     ) -> None:
+        chunk = 4096 if self.rate and not downstream else 65536
         try:
-            while data := await source.read(65536):
+            while data := await source.read(chunk):
                 if downstream and link.drop_downstream:
                     continue
                 sink.write(data)
                 await sink.drain()
+                if self.rate and not downstream:
+                    await asyncio.sleep(len(data) / self.rate)  # the pacing is the test's input
         except ConnectionError:
             pass
         finally:

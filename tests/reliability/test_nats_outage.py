@@ -23,15 +23,13 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from gateway.embedded_nats import EmbeddedNats
-from gateway.observability.metrics import GatewayMetrics
-from gateway.protocol.actions import AudioOut
 from gateway.publish.connection import NatsConnection
 from gateway.publish.nats import NatsPublisher
+from gateway.publish.outbox import Outbox
+from gateway.publish.wire import FrameTemplate
 from gateway.tools.simulate import SimulateOptions, SimulationReport, simulate
-from gateway.transport.pump import StreamPump
 from tests.reliability.capture import create_capture_stream, read_capture
 from tests.reliability.conftest import GatewayFactory, RecorderFactory
 from tests.reliability.harness import Capture, Frame, RunningGateway, eventually, eventually_async
@@ -294,6 +292,8 @@ class _ReconnectingClient:
     """nats-py's state for a moment after the server went away: not connected, no callback yet."""
 
     is_connected = False
+    max_payload = 1024 * 1024
+    _pongs: list[object] = []
 
     def jetstream(self) -> None:
         return None
@@ -308,19 +308,24 @@ class _Connection:
     def add_listener(self, listener: object) -> None:
         pass
 
+    def discard_unsent_publishes(self) -> int:
+        return 0
+
 
 @pytest.mark.timeout(30)
-async def test_buffer_never_spins_while_nats_py_is_reconnecting() -> None:
-    """Regression: in that window every publish fails at once and ``ready`` is still set; a pump
-    retrying without ever yielding froze the whole event loop at 100 % CPU (seen in the long
-    outage test). The loop must keep running, with the frame kept for later."""
+async def test_frames_are_kept_never_spun_on_while_nats_py_is_reconnecting() -> None:
+    """Regression: in the window where nats-py is already reconnecting but our "disconnected"
+    callback has not run yet, writes cannot reach a socket. A retry loop once froze the whole event
+    loop at 100 % CPU there (seen in the long outage test). Now the batch write simply waits: the
+    loop keeps running, the frame stays unconfirmed, and the callback gives it back to its outbox."""
     publisher = NatsPublisher(cast(NatsConnection, _Connection()))
-    pump = StreamPump(publisher, GatewayMetrics(CollectorRegistry()), capacity=10, overflow="drop_oldest")
-    pump.start()
-    pump.put_audio(AudioOut("inbound", "audio.x.inbound", b"\x00", {"Sgw-Seq": "1"}, time.time()))
+    publisher.ready = True  # what the link believed a moment ago
+    outbox = Outbox(publisher, [FrameTemplate("audio.x.inbound", {})], capacity=10, max_events=10)
+    outbox.frame(0, 1, 0, b"\x00")
     ticks = 0
     for _ in range(20):
-        await asyncio.sleep(0.01)  # each tick needs the loop: a spinning pump would starve it
+        await asyncio.sleep(0.01)  # each tick needs the loop: a spinning retry would starve it
         ticks += 1
-    assert ticks == 20 and pump.audio_queued == 1
-    await pump.close(0.1)
+    assert ticks == 20 and publisher.inflight == 1 and not outbox.holding
+    publisher._on_state("disconnected")  # the callback arrives: the frame goes back to its outbox
+    assert publisher.inflight == 0 and outbox.holding and outbox.audio_held == 1

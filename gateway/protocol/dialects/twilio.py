@@ -16,12 +16,11 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from gateway.errors import CloseCode, RemoteProtocolError
-from gateway.protocol.events import Connected, Dtmf, Ignored, InboundEvent, Mark, Media, Start, Stop
+from gateway.protocol.events import Connected, Counter, Dtmf, Ignored, InboundEvent, Mark, Media, Start, Stop
 from gateway.protocol.media import DEFAULT_CODEC, codec_from_media_format
 
 NAME: Final = "twilio"
 
-Counter = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 _TRACK_NAMES: Final = {
     "inbound": "inbound",
     "outbound": "outbound",
@@ -43,13 +42,6 @@ class _StartBody(msgspec.Struct, frozen=True):
     tracks: list[str] = []
     customParameters: dict[str, Any] | None = None  # noqa: N815
     mediaFormat: _MediaFormat | None = None  # noqa: N815
-
-
-class _MediaBody(msgspec.Struct, frozen=True):
-    payload: bytes
-    track: str = "inbound"
-    chunk: Counter | None = None
-    timestamp: Counter | None = None
 
 
 class _DtmfBody(msgspec.Struct, frozen=True):
@@ -77,7 +69,8 @@ class _Start(_Base, frozen=True, tag="start"):
 
 
 class _Media(_Base, frozen=True, tag="media"):
-    media: _MediaBody | None = None
+    media: Media | None = None
+    """The canonical event itself: no conversion per frame."""
 
 
 class _Dtmf(_Base, frozen=True, tag="dtmf"):
@@ -111,7 +104,7 @@ def _malformed(detail: str) -> RemoteProtocolError:
     return RemoteProtocolError(f"malformed frame: {detail}", reason="malformed", close_code=CloseCode.INVALID_PAYLOAD)
 
 
-def decode(data: str | bytes) -> InboundEvent:
+def decode(data: str | bytes | memoryview) -> InboundEvent:
     """Decode one text frame into a canonical event."""
     try:
         try:
@@ -122,10 +115,12 @@ def decode(data: str | bytes) -> InboundEvent:
         # msgspec raises RecursionError, not DecodeError, for deeply nested JSON in ``Any``
         # fields (customParameters, rawEvent, an unknown event's body): a peer's doing, not ours.
         raise _malformed("nested too deeply") from None
+    if type(wire) is _Media and wire.media is not None:
+        return wire.media  # the per-frame path: the decoded struct is the canonical event
     return _convert(wire)
 
 
-def _fallback(data: str | bytes, exc: msgspec.DecodeError) -> InboundEvent:
+def _fallback(data: str | bytes | memoryview, exc: msgspec.DecodeError) -> InboundEvent:
     try:
         probe = _PROBE.decode(data)
     except msgspec.DecodeError:
@@ -155,16 +150,9 @@ def _param(value: Any) -> str:
 
 def _convert(wire: _Wire) -> InboundEvent:
     if isinstance(wire, _Media):
-        body = wire.media
-        if body is None:
+        if wire.media is None:
             raise _malformed("media without a media object")
-        return Media(
-            track=_track(body.track),
-            payload=body.payload,
-            timestamp=body.timestamp,
-            chunk=body.chunk,
-            sequence=wire.sequenceNumber,
-        )
+        return wire.media
     if isinstance(wire, _Start):
         start = wire.start
         if start is None:

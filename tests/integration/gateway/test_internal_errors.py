@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway.protocol.actions import Action
 from gateway.protocol.events import Media
-from gateway.protocol.session import StreamSession
+from gateway.protocol.session import StreamSession, TrackStats
 from gateway.tools.simulate import SimulateOptions, simulate
 from tests.integration.gateway.conftest import RunningGateway
 
@@ -19,15 +18,15 @@ from tests.integration.gateway.conftest import RunningGateway
 async def test_an_unexpected_exception_closes_only_its_stream_with_1011(
     gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    healthy_media = StreamSession._on_media
+    healthy_media = StreamSession.media
 
-    def faulty_media(self: StreamSession, event: Media, now: float) -> list[Action]:
+    def faulty_media(self: StreamSession, event: Media) -> TrackStats:
         # The injected fault: a bug that hits one stream on its 10th inbound frame.
         if self.info is not None and self.info.control_id == "faulty" and self.tracks["inbound"].frames == 10:
             raise KeyError("injected fault")
-        return healthy_media(self, event, now)
+        return healthy_media(self, event)
 
-    monkeypatch.setattr(StreamSession, "_on_media", faulty_media)
+    monkeypatch.setattr(StreamSession, "media", faulty_media)
     caplog.set_level(logging.ERROR, logger="gateway")
 
     def options(control_id: str, **kw: Any) -> SimulateOptions:

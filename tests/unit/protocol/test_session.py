@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import CloseCode, GatewayError, RemoteProtocolError, RouteNotFound, Unauthorized
-from gateway.protocol.actions import AudioOut, Close, EventOut, Started
-from gateway.protocol.events import Connected, Dtmf, Ignored, Mark, Media, Start, Stop
+from gateway.protocol.actions import Close, EventOut, FrameOut, Started
+from gateway.protocol.events import Connected, Dtmf, Ignored, Mark, Media, Start, Stop, TrackName
 from gateway.protocol.media import Codec
 from gateway.protocol.session import TRANSITIONS, SessionConfig, State, StreamSession
 from sgw_routes.model import Route, RoutingTable, default_route, hash_token
@@ -32,7 +32,7 @@ def start(**kw: object) -> Start:
     return Start(**base)  # type: ignore[arg-type]
 
 
-def media(track: str, ts: int, payload: bytes = b"\x00" * 160) -> Media:
+def media(track: TrackName, ts: int, payload: bytes = b"\x00" * 160) -> Media:
     return Media(track=track, payload=payload, timestamp=ts)
 
 
@@ -45,6 +45,10 @@ def test_happy_path_actions_subjects_headers_and_events() -> None:
     assert s.receive(Connected(version="0.2.0"), NOW) == []
     actions = s.receive(start(custom_parameters={"tier": "gold", "api_token": "xyz"}), NOW)
     assert isinstance(actions[0], Started) and isinstance(actions[1], EventOut)
+    info = actions[0].info
+    assert info.audio_subjects == ("audio.c-1.inbound", "audio.c-1.outbound")
+    assert info.events_subject == "events.c-1"
+    assert info.frame_headers == {"Sgw-Codec": "PCMU/8000", "Sgw-Stream-Id": "s-1", "traceparent": "00-tp-01"}
     started = actions[1]
     assert started.subject == "events.c-1"
     assert started.body["type"] == "started"
@@ -58,18 +62,10 @@ def test_happy_path_actions_subjects_headers_and_events() -> None:
     for i in range(3):
         for track in ("inbound", "outbound"):
             (out,) = s.receive(media(track, i * 20), NOW)
-            assert isinstance(out, AudioOut)
+            assert isinstance(out, FrameOut)
             outs.append(out)
     inbound = [o for o in outs if o.track == "inbound"]
-    assert [o.headers["Sgw-Seq"] for o in inbound] == ["1", "2", "3"]
-    assert inbound[0].subject == "audio.c-1.inbound"
-    assert inbound[2].headers == {
-        "Sgw-Codec": "PCMU/8000",
-        "Sgw-Stream-Id": "s-1",
-        "traceparent": "00-tp-01",
-        "Sgw-Seq": "3",
-        "Sgw-Ts": "40",
-    }
+    assert [(o.seq, o.ts) for o in inbound] == [(1, 0), (2, 20), (3, 40)]
     stop_actions = s.receive(Stop(), NOW)
     stopped, close = stop_actions
     assert isinstance(stopped, EventOut) and stopped.body["type"] == "stopped"
@@ -173,8 +169,8 @@ def test_gaps_duplicates_reordering_are_counted_not_hidden() -> None:
     stats = s.tracks["inbound"]
     assert len(published) == 7  # every frame is published as received
     assert (stats.gaps, stats.duplicates, stats.reordered) == (3, 1, 1)
-    seqs = [a.headers["Sgw-Seq"] for a in published if isinstance(a, AudioOut)]
-    assert seqs == [str(i) for i in range(1, 8)]  # Sgw-Seq stays contiguous
+    seqs = [a.seq for a in published if isinstance(a, FrameOut)]
+    assert seqs == list(range(1, 8))  # Sgw-Seq stays contiguous
 
 
 def test_frame_duration_follows_codec_for_gap_detection() -> None:
@@ -196,8 +192,7 @@ def test_route_key_precedence_path_then_param_then_stream_id() -> None:
     s = session(table(*routes))
     info = s.receive(start(custom_parameters={"control_id": "param-1"}), NOW)[0]
     assert isinstance(info, Started) and info.info.route.name == "by-param"
-    (out,) = s.receive(media("inbound", 0), NOW)
-    assert isinstance(out, AudioOut) and out.subject == "q.param-1.inbound"
+    assert info.info.audio_subjects[0] == "q.param-1.inbound"
 
 
 def test_no_route_without_default_is_refused() -> None:
@@ -222,11 +217,27 @@ def test_bearer_token_checked_at_start(token: str | None, ok: bool) -> None:
 def test_subject_placeholders_are_sanitised() -> None:
     route = Route(name="r", control_id="*", subject="a.{call_id}.{control_id}.{track}", events_subject="e.{call_id}")
     s = session(table(route, default=False), path_key="we.ird *key>")
-    s.receive(start(call_id="ca.ll>*"), NOW)
-    (out,) = s.receive(media("outbound", 0), NOW)
-    assert isinstance(out, AudioOut)
-    assert out.subject == "a.ca_ll__.we_ird__key_.outbound"
+    (started, _) = s.receive(start(call_id="ca.ll>*"), NOW)
+    assert isinstance(started, Started)
+    assert started.info.audio_subjects[1] == "a.ca_ll__.we_ird__key_.outbound"
 
 
 def test_errors_share_one_base() -> None:
     assert issubclass(RemoteProtocolError, GatewayError) and issubclass(Unauthorized, GatewayError)
+
+
+def test_media_without_timestamps_is_timed_by_its_bytes() -> None:
+    """Providers without a media clock (binary audio): ``Sgw-Ts`` counts 20 ms per 160 PCMU bytes."""
+    s = session()
+    s.receive(start(), NOW)
+    times = [s.media(Media(track="inbound", payload=b"\xff" * 160)).ts for _ in range(3)]
+    assert times == [0, 20, 40]
+    assert s.tracks["inbound"].gaps == 0
+
+
+def test_unknown_track_is_malformed() -> None:
+    s = session()
+    s.receive(start(), NOW)
+    with pytest.raises(RemoteProtocolError) as info:
+        s.media(Media(track="sideways", payload=b"x"))  # type: ignore[arg-type]  # what a buggy dialect might build
+    assert info.value.close_code == CloseCode.INVALID_PAYLOAD

@@ -43,7 +43,7 @@ def test_recorded_twilio_session_decodes() -> None:
     assert start.codec == Codec("PCMU", 8000)
     media = events[2]
     assert isinstance(media, Media)
-    assert (media.track, media.timestamp, media.chunk, media.sequence) == ("inbound", 20, 1, 2)
+    assert (media.track, media.timestamp, media.chunk) == ("inbound", 20, 1)
     assert set(media.payload) == {0xFF}  # mu-law silence, base64-decoded once
     dtmf = events[6]
     assert isinstance(dtmf, Dtmf) and dtmf.digit == "1" and dtmf.duration_ms is None
@@ -113,7 +113,7 @@ def test_counters_as_strings_or_numbers(counter: str | int) -> None:
         "media": {"track": "outbound", "chunk": counter, "timestamp": counter, "payload": payload},
     }
     event = decode(json.dumps(msg))
-    assert event == Media(track="outbound", payload=b"\x01\x02", timestamp=7, chunk=7, sequence=7)
+    assert event == Media(track="outbound", payload=b"\x01\x02", timestamp=7, chunk=7)
 
 
 def test_tracks_are_normalised() -> None:

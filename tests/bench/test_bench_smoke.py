@@ -1,0 +1,69 @@
+"""``python -m bench --smoke`` end to end, so the benchmark harness cannot rot.
+
+It runs the real thing (nats-server, the gateway, the naive bridge, load generator and verifier,
+all on free ports) in a subprocess of its own process group, bounded in time, and checks that it
+succeeded, printed its table, wrote its JSON and chart, and that for both targets every frame
+offered in every phase arrived exactly once. Speed is not asserted: the figures are noise here.
+Whatever happens, the whole process group is stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 180
+
+
+def _stop_group(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM to the benchmark's process group (the runner cleans up), then SIGKILL to leftovers
+    (the group outlives its leader while any member lives, so its id cannot have been reused)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_bench_smoke_delivers_every_frame_exactly_once(tmp_path: Path) -> None:
+    png = tmp_path / "out" / "bench.png"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "--smoke", "--png", str(png)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=TIMEOUT)
+    finally:
+        _stop_group(proc)
+    assert proc.returncode == 0, output
+    assert "figure (median of 1)" in output, output
+    assert "gateway/naive" in output, output
+    assert png.is_file()
+    result = json.loads(png.with_suffix(".json").read_text())
+    assert set(result["runs"]) == {"gateway", "naive"}
+    for name, runs in result["runs"].items():
+        phases = [*runs["max"], *(p for reps in runs["realtime"].values() for p in reps)]
+        assert len(phases) == 2, (name, phases)
+        for phase in phases:
+            assert phase["offered"] > 0, (name, phase)
+            assert phase["delivered"] == phase["offered"], (name, phase)
+            assert phase["missing"] == 0, (name, phase)
+            assert phase["duplicates"] == 0, (name, phase)
+            assert phase["unexpected"] == 0, (name, phase)
+            assert phase["exactly_once"], (name, phase)
+        assert result["summary"][name]["exactly_once"]["all"], name
+        assert len(runs["idle"]) == 1, name
+        assert runs["idle"][0]["closed_by_server_early"] == 0, name
