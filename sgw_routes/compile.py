@@ -1,7 +1,7 @@
 """Compile validated StreamRoute specs into one :class:`RoutingTable`, with conflicts detected.
 
 Deterministic: the same specs give the same table whatever their order. Routes whose match block
-(controlId, tracks, customParameters) is identical to a route that wins precedence are left out
+(controlId, tracks, customParameters, providers) is identical to a route that wins precedence are left out
 of the table and reported as conflicted, naming the winner.
 """
 
@@ -28,6 +28,7 @@ def to_route(spec: StreamRouteSpec, token_sha256: str | None, *, qualified: bool
         control_id=spec.control_id,
         tracks=spec.tracks,
         custom_parameters=dict(spec.custom_parameters),
+        providers=spec.providers,
         priority=spec.priority,
         created=spec.created,
         subject=spec.subject,

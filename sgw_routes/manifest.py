@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
-from sgw_routes.model import TRACKS
+from sgw_routes.model import PROVIDERS, TRACKS
 from sgw_routes.subjects import (
     DEFAULT_AUDIO_SUBJECT,
     DEFAULT_EVENTS_SUBJECT,
@@ -53,6 +53,7 @@ class StreamRouteSpec(msgspec.Struct, frozen=True, kw_only=True):
     control_id: str = "*"
     tracks: tuple[str, ...] = ()
     custom_parameters: dict[str, str] = {}
+    providers: tuple[str, ...] = ()
     priority: int = 0
     subject: str = DEFAULT_AUDIO_SUBJECT
     events_subject: str = DEFAULT_EVENTS_SUBJECT
@@ -119,6 +120,15 @@ def parse_streamroute(obj: Mapping[str, Any], *, default_namespace: str = "defau
     if len(set(tracks_raw)) != len(tracks_raw):
         raise InvalidRoute("InvalidSpec", "spec.match.tracks lists a track twice")
 
+    providers_raw = match.get("providers") or []
+    if not isinstance(providers_raw, list) or not all(isinstance(p, str) and p in PROVIDERS for p in providers_raw):
+        raise InvalidRoute(
+            "InvalidSpec",
+            f"spec.match.providers must list provider names ({', '.join(PROVIDERS)}), got {providers_raw!r}",
+        )
+    if len(set(providers_raw)) != len(providers_raw):
+        raise InvalidRoute("InvalidSpec", "spec.match.providers lists a provider twice")
+
     params_raw = _mapping(match.get("customParameters"), "spec.match.customParameters")
     params = {str(k): str(v) for k, v in params_raw.items()}
 
@@ -158,6 +168,7 @@ def parse_streamroute(obj: Mapping[str, Any], *, default_namespace: str = "defau
         control_id=control_id,
         tracks=tuple(tracks_raw),
         custom_parameters=params,
+        providers=tuple(providers_raw),
         priority=priority,
         subject=subject,
         events_subject=events_subject,

@@ -21,6 +21,8 @@ import msgspec
 from sgw_routes.subjects import DEFAULT_AUDIO_SUBJECT, DEFAULT_EVENTS_SUBJECT, DEFAULT_PLAYBACK_SUBJECT
 
 TRACKS: Final = ("inbound", "outbound")
+PROVIDERS: Final = ("signalwire", "twilio", "telnyx", "vonage", "plivo", "exotel", "jambonz", "bandwidth")
+"""Every provider the gateway speaks (``spec.match.providers``, ``started.provider``, metric labels)."""
 DEFAULT_ROUTE_NAME: Final = "default"
 
 
@@ -53,6 +55,8 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, dict=
     """If set, a stream matches only when every one of its tracks is listed."""
     custom_parameters: dict[str, str] = {}
     """Exact key/value pairs that must all be present in ``start.customParameters``."""
+    providers: tuple[str, ...] = ()
+    """If set, a stream matches only when its provider is listed."""
     priority: int = 0
     created: str = ""
     """Creation time (RFC 3339) for the "oldest wins" tie-break."""
@@ -71,12 +75,13 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, dict=
         return re.compile(fnmatch.translate(self.control_id))
 
     @property
-    def match_key(self) -> tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]]:
+    def match_key(self) -> tuple[str, tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]:
         """Two routes with the same match key conflict: they match exactly the same streams."""
         return (
             self.control_id,
             tuple(sorted(self.tracks)),
             tuple(sorted(self.custom_parameters.items())),
+            tuple(sorted(self.providers)),
         )
 
     @property
@@ -86,8 +91,12 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, dict=
     def matches_key(self, control_id: str) -> bool:
         return self._glob.match(control_id) is not None
 
-    def matches(self, control_id: str, tracks: tuple[str, ...], custom_parameters: Mapping[str, str]) -> bool:
+    def matches(
+        self, control_id: str, tracks: tuple[str, ...], custom_parameters: Mapping[str, str], provider: str = ""
+    ) -> bool:
         if not self.matches_key(control_id):
+            return False
+        if self.providers and provider not in self.providers:
             return False
         if self.tracks and not set(tracks) <= set(self.tracks):
             return False
@@ -114,9 +123,11 @@ class RoutingTable(msgspec.Struct, frozen=True, kw_only=True):
     routes: tuple[Route, ...] = ()
     default: Route | None = None
 
-    def match(self, control_id: str, tracks: tuple[str, ...], custom_parameters: Mapping[str, str]) -> Route | None:
+    def match(
+        self, control_id: str, tracks: tuple[str, ...], custom_parameters: Mapping[str, str], provider: str = ""
+    ) -> Route | None:
         for route in self.routes:
-            if route.matches(control_id, tracks, custom_parameters):
+            if route.matches(control_id, tracks, custom_parameters, provider):
                 return route
         return self.default
 

@@ -151,7 +151,8 @@ class GatewayMetrics:
         )
         self.playback_messages = Counter(
             "sgw_playback_messages_total",
-            "Back-channel messages from consumers to providers, by kind (media, mark, clear, dtmf) or refusal.",
+            "Back-channel messages from consumers to providers, by kind (media, mark, clear, dtmf) or refusal "
+            "(invalid, not_streaming, unsupported: the provider has no such message).",
             ["reason"],
             registry=registry,
         )
@@ -187,13 +188,13 @@ class GatewayMetrics:
             self.protocol_errors.labels(reason)
         for reason in ("missing", "invalid"):
             self.auth_failures.labels(reason)
-        for reason in ("draining", "stream_limit", "unauthorized", "no_route_table", "overloaded"):
+        for reason in ("draining", "stream_limit", "unauthorized", "no_route_table", "overloaded", "unknown_provider"):
             self.upgrades_rejected.labels(reason)
         self.messages_ignored.labels("unknown_event")
         self.events_dropped.labels("flood")
         for reason in ("applied", "invalid"):
             self.route_table_updates.labels(reason)
-        for reason in ("media", "mark", "clear", "dtmf", "invalid", "not_streaming"):
+        for reason in ("media", "mark", "clear", "dtmf", "invalid", "not_streaming", "unsupported"):
             self.playback_messages.labels(reason)
         for provider in ("signalwire", "twilio", "unknown"):
             for reason in ("accepted", "invalid", "unavailable"):

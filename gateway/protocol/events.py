@@ -39,6 +39,8 @@ class Start:
     codec: Codec
     custom_parameters: dict[str, str] = field(default_factory=dict)
     sequence: int | None = None
+    provider: str = ""
+    """The provider name the dialect recognised (``signalwire``, ``twilio``, ``telnyx``...)."""
 
 
 class Media(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -80,12 +82,20 @@ class Stop:
 
 
 @dataclass(frozen=True, slots=True)
+class Reordered:
+    """A frame of ``track`` arrived out of order and the dialect put it back in place (Telnyx):
+    published in order, but counted, never hidden."""
+
+    track: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
     """A well-formed message we do not act on (an unknown ``event`` kind); counted, not fatal."""
 
     kind: str
 
 
-InboundEvent = Connected | Start | Media | Dtmf | Mark | Stop | Ignored
+InboundEvent = Connected | Start | Media | Dtmf | Mark | Stop | Reordered | Ignored
 
 TRACKS: Final = ("inbound", "outbound")

@@ -3,9 +3,8 @@
 Consumers publish on the route's playback subject (e.g. ``play.{call_id}``) either raw audio
 bytes in the stream's codec, or a JSON command: ``{"type": "mark", "name": "..."}``,
 ``{"type": "clear"}``, ``{"type": "dtmf", "digit": "5"}``. A message is a command exactly when it
-is a JSON object with one of those types; anything else is audio. The gateway turns each into the
-provider's own message (docs/protocols.md sections 1.4 and 2.7): ``media`` with a base64 payload,
-``mark``, ``clear``, and SignalWire's ``dtmf``.
+is a JSON object with one of those types; anything else is audio. Each stream's dialect turns
+them into its provider's own frames (:meth:`gateway.protocol.dialects.base.Dialect.encode`).
 """
 
 from __future__ import annotations
@@ -63,39 +62,3 @@ def parse_play_message(data: bytes) -> PlayMessage:
             raise RemoteProtocolError("dtmf command needs digits 0-9 * # A-D", reason="bad_playback")
         return PlayCommand("dtmf", command.digit)
     return PlayAudio(data)
-
-
-class _OutMedia(msgspec.Struct):
-    payload: bytes
-
-
-class _OutMark(msgspec.Struct):
-    name: str
-
-
-class _OutDtmf(msgspec.Struct):
-    digit: str
-
-
-class _Out(msgspec.Struct, omit_defaults=True):
-    event: str
-    streamSid: str  # noqa: N815 - wire name
-    media: _OutMedia | None = None
-    mark: _OutMark | None = None
-    dtmf: _OutDtmf | None = None
-
-
-_ENCODER: Final = msgspec.json.Encoder()
-
-
-def encode_for_provider(stream_id: str, message: PlayMessage) -> bytes:
-    """The Twilio/SignalWire text frame for one back-channel message (bytes payloads go base64)."""
-    if isinstance(message, PlayAudio):
-        out = _Out("media", stream_id, media=_OutMedia(message.payload))
-    elif message.kind == "mark":
-        out = _Out("mark", stream_id, mark=_OutMark(message.value))
-    elif message.kind == "dtmf":
-        out = _Out("dtmf", stream_id, dtmf=_OutDtmf(message.value))
-    else:
-        out = _Out("clear", stream_id)
-    return _ENCODER.encode(out)

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from gateway.errors import CloseCode, GatewayError, RemoteProtocolError, RouteNotFound, Unauthorized
 from gateway.protocol.actions import Action, Close, EventOut, FrameOut, Started, StreamInfo
-from gateway.protocol.events import Connected, Dtmf, Ignored, InboundEvent, Mark, Media, Start, Stop
+from gateway.protocol.events import Connected, Dtmf, Ignored, InboundEvent, Mark, Media, Reordered, Start, Stop
 from gateway.protocol.media import Codec
 from sgw_routes.model import Route, RoutingTable
 from sgw_routes.subjects import render
@@ -51,6 +51,7 @@ TRANSITIONS: Final[dict[State, dict[type, str]]] = {
         Dtmf: "!event_before_start",
         Mark: "!event_before_start",
         Stop: "stop_before_start",
+        Reordered: "!media_before_start",
         Ignored: "ignored",
     },
     State.STREAMING: {
@@ -60,6 +61,7 @@ TRANSITIONS: Final[dict[State, dict[type, str]]] = {
         Dtmf: "dtmf",
         Mark: "mark",
         Stop: "stop",
+        Reordered: "reordered",
         Ignored: "ignored",
     },
     State.CLOSED: {},
@@ -122,14 +124,6 @@ class SessionConfig:
 
     max_payload_bytes: int = 16384
     secret_parameters: tuple[str, ...] = ()
-    provider_hint: str | None = None
-
-
-def _provider(stream_id: str, connected_version: str | None) -> str:
-    # Twilio ids are MZ + 32 hex and its connected says 1.0.0; SignalWire uses UUIDs and 0.2.0.
-    if stream_id.startswith("MZ") or connected_version == "1.0.0":
-        return "twilio"
-    return "signalwire"
 
 
 class StreamSession:
@@ -273,7 +267,8 @@ class StreamSession:
 
     def _on_start(self, event: Start, now: float) -> list[Action]:
         control_id = self._path_key or event.custom_parameters.get("control_id") or event.stream_id
-        route = self._tables().match(control_id, event.tracks, event.custom_parameters)
+        provider = event.provider or "signalwire"
+        route = self._tables().match(control_id, event.tracks, event.custom_parameters, provider)
         if route is None:
             raise RouteNotFound(f"no route for control_id {control_id[:64]!r}")
         if not route.accepts_token(self._token):
@@ -286,7 +281,7 @@ class StreamSession:
             account_id=event.account_id,
             control_id=control_id,
             route=route,
-            provider=self._config.provider_hint or _provider(event.stream_id, self._connected_version),
+            provider=provider,
             tracks=event.tracks,
             codec=event.codec,
             custom_parameters=self._mask(event.custom_parameters),
@@ -334,6 +329,10 @@ class StreamSession:
     def _on_media(self, event: Media, now: float) -> list[Action]:
         stats = self.media(event)
         return [FrameOut(_TRACK_NAMES[stats.index], stats.seq, stats.ts, event.payload)]
+
+    def _on_reordered(self, event: Reordered, now: float) -> list[Action]:
+        self._stats[_TRACK_INDEX[event.track]].reordered += 1
+        return []
 
     def _on_dtmf(self, event: Dtmf, now: float) -> list[Action]:
         body: dict[str, Any] = {"digit": event.digit}

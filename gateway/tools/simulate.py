@@ -77,6 +77,9 @@ class SimulateOptions:
     call_id: str | None = None
     """One call id for every stream: several streams of one call (SWML allows that, each with its
     own ``control_id``). Absent: each call gets its own."""
+    close_timeout: float = _CLOSE_TIMEOUT
+    """How long to wait for the server's echo of our close (a gateway pausing its reads under
+    back-pressure reads the ``stop`` and the close late: tests of that wait longer)."""
     seed: int = 0
     ramp: float = 0.0
     """Seconds over which call starts are spread evenly."""
@@ -222,7 +225,7 @@ async def _run_call(
     report.started_at = time.time()
     try:
         ws = await session.ws_connect(
-            report.url, headers=headers, timeout=aiohttp.ClientWSTimeout(ws_close=_CLOSE_TIMEOUT)
+            report.url, headers=headers, timeout=aiohttp.ClientWSTimeout(ws_close=opts.close_timeout)
         )
     except aiohttp.WSServerHandshakeError as exc:
         report.error = f"handshake refused: HTTP {exc.status} {exc.message}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Final
 
 import msgspec
@@ -23,19 +24,23 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 from gateway.errors import CloseCode, GatewayError, LocalProtocolError, RemoteProtocolError, ShuttingDown
 from gateway.observability.logging import StreamLogger
 from gateway.protocol.actions import Action, Close, EventOut, FrameOut, Started, StreamInfo
-from gateway.protocol.dialects import twilio
-from gateway.protocol.events import Media
+from gateway.protocol.dialects import create
+from gateway.protocol.dialects.base import Decoded, Dialect, Outgoing, as_events, binary_refused
+from gateway.protocol.dialects.detect import DEFAULT, detect
+from gateway.protocol.events import InboundEvent, Media
 from gateway.protocol.session import State, StreamSession, TrackStats
 from gateway.publish.base import StreamOutbox
 from gateway.publish.jetstream import JetStreamOutbox
 from gateway.publish.outbox import EventFlood, Outbox
 from gateway.publish.wire import FrameTemplate
 from gateway.transport.context import GatewayContext
+from gateway.transport.pacer import Pacer
 from gateway.transport.playback import forward
 
 logger = logging.getLogger(__name__)
 
 _TEXT: Final = WSMsgType.TEXT
+_BINARY: Final = WSMsgType.BINARY
 _TRACK_INDEX: Final = {"inbound": 0, "outbound": 1}
 _JSON: Final = msgspec.json.Encoder()
 _SAMPLE_MASK: Final = 63
@@ -48,18 +53,23 @@ class ProviderStream(WSListener):
         "_active_at",
         "_close_code",
         "_close_reason",
+        "_binary",
         "_connected_at",
-        "_decode",
+        "_dialect",
         "_fragment_type",
         "_fragments",
         "_frame",
         "_latency",
         "_limit",
         "_messages",
-        "_unsubscribe_play",
+        "_pacer",
+        "_paused",
+        "_pending",
         "_pinged",
         "_seen_at_check",
         "_span",
+        "_text",
+        "_unsubscribe_play",
         "ctx",
         "outbox",
         "route",
@@ -69,7 +79,9 @@ class ProviderStream(WSListener):
         "transport",
     )
 
-    def __init__(self, ctx: GatewayContext, *, path_key: str | None, token: str | None) -> None:
+    def __init__(
+        self, ctx: GatewayContext, *, path_key: str | None, token: str | None, provider: str | None = None
+    ) -> None:
         super().__init__()
         self.ctx = ctx
         self.token_present = token is not None
@@ -83,7 +95,15 @@ class ProviderStream(WSListener):
         self.outbox: StreamOutbox | None = None
         self.route = "unrouted"
         self.transport: WSTransport | None = None
-        self._decode = twilio.decode
+        # The dialect: forced by ``?provider=``, else chosen by the first text frame (_detect).
+        self._dialect: Dialect | None = None
+        self._text: Callable[[str], Decoded] = self._detect
+        self._binary: Callable[[bytes], Decoded] = _binary_before_detection
+        self._pending: str | None = None
+        if provider is not None:
+            self._use(create(provider, forced=True))
+        self._pacer: Pacer | None = None
+        self._paused = False
         self._fragments: bytearray | None = None
         self._limit = ctx.settings.websocket.max_message_bytes
         self._fragment_type = _TEXT
@@ -143,8 +163,9 @@ class ProviderStream(WSListener):
         if transport.is_close_frame_sent:
             return  # closing (our close, or picows' after a bad frame): nothing more is taken
         try:
+            kind = frame.msg_type
             if (
-                frame.msg_type is _TEXT
+                (kind is _TEXT or kind is _BINARY)
                 and frame.fin
                 and frame.payload_size <= self._limit
                 and not frame.rsv1
@@ -152,7 +173,10 @@ class ProviderStream(WSListener):
             ):
                 # A str, not the raw buffer: RFC 6455 requires valid UTF-8 in text frames, and
                 # msgspec decodes a str faster than a memoryview (0.69 against 0.88 us per frame).
-                event = self._decode(frame.get_payload_as_utf8_text())
+                if kind is _TEXT:
+                    event = self._text(frame.get_payload_as_utf8_text())
+                else:
+                    event = self._binary(frame.get_payload_as_bytes())
                 session = self.session
                 if type(event) is Media and session.streaming:
                     stats = session.media(event)
@@ -160,8 +184,7 @@ class ProviderStream(WSListener):
                     if not stats.seq & _SAMPLE_MASK:
                         self.ctx.publisher.time_next_write(self._latency)
                     return
-                self._messages += 1
-                self._execute(session.receive(event, time.time()))
+                self._deliver(event)
             else:
                 self._messages += 1
                 self._other_frame(frame)
@@ -172,6 +195,40 @@ class ProviderStream(WSListener):
         except Exception as exc:  # a bug must end this stream only, and say so
             self._internal_error(exc)
 
+    def _deliver(self, decoded: Decoded) -> None:
+        """Whatever the fast path did not take: lifecycle events, and several events from one frame
+        (a stereo frame's two tracks, frames a reorder window releases)."""
+        for event in as_events(decoded):
+            session = self.session
+            if type(event) is Media and session.streaming:
+                stats = session.media(event)
+                self._frame(stats.index, stats.seq, stats.ts, event.payload)
+            else:
+                self._messages += 1
+                self._execute(session.receive(event, time.time()))
+
+    # -- the dialect ---------------------------------------------------------------------------------
+
+    def _use(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._text = dialect.text
+        self._binary = dialect.binary
+
+    def _detect(self, data: str) -> Decoded:
+        """The first text frames, until one says which provider this is (a bare ``connected`` does
+        not: it is kept and decoded with the frame that does)."""
+        name = detect(data)
+        pending = self._pending
+        if name is None and pending is None:
+            self._pending = data
+            return ()
+        self._pending = None
+        dialect = create(name or DEFAULT, forced=False)
+        self._use(dialect)
+        if pending is None:
+            return dialect.text(data)
+        return _joined(dialect.text(pending), dialect.text(data))
+
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.socket_open = False
         handshake: Any = transport.close_handshake  # None when no close frame went either way
@@ -181,12 +238,16 @@ class ProviderStream(WSListener):
             # picows refused a frame (RFC 6455 violation, oversized frame) and closed the socket.
             self._fail(_websocket_error(int(sent.code.value)))
         if self.session.state is not State.CLOSED:
+            if self._dialect is not None and self._close_code is None:
+                self._deliver(self._dialect.close())  # frames the dialect still held, then the end
             self._execute(self.session.finish("closed", time.time()))
         if self._close_code is None:
             self._close_code = int(received.code.value) if received is not None else CloseCode.ABNORMAL
         if self._unsubscribe_play is not None:
             unsubscribe, self._unsubscribe_play = self._unsubscribe_play, None
             unsubscribe()
+        if self._pacer is not None:
+            self._pacer.stop()
         if self.outbox is not None:
             self.outbox.seal()
         self._finish_observability()
@@ -230,18 +291,7 @@ class ProviderStream(WSListener):
         if not frame.fin:
             return
         data, self._fragments = bytes(self._fragments), None
-        if self._fragment_type is not _TEXT:
-            raise RemoteProtocolError(
-                "binary frames are not part of this protocol",
-                reason="binary_frame",
-                close_code=CloseCode.UNSUPPORTED_DATA,
-            )
-        event = self._decode(data.decode())
-        if type(event) is Media and self.session.streaming:
-            stats = self.session.media(event)
-            self._frame(stats.index, stats.seq, stats.ts, event.payload)
-        else:
-            self._execute(self.session.receive(event, time.time()))
+        self._deliver(self._text(data.decode()) if self._fragment_type is _TEXT else self._binary(data))
 
     # -- actions -------------------------------------------------------------------------------------
 
@@ -316,17 +366,30 @@ class ProviderStream(WSListener):
 
     def _on_play(self, data: bytes) -> None:
         info = self.session.info
-        if info is not None and info.playback_subject is not None:
+        if info is not None and info.playback_subject is not None and self._dialect is not None:
             counter = self.ctx.metrics.playback_messages
             forward(
-                data, stream_id=info.stream_id, send=self._send_text, counter=counter, subject=info.playback_subject
+                data,
+                encode=partial(self._dialect.encode, info.stream_id),
+                send=self._send,
+                counter=counter,
+                subject=info.playback_subject,
             )
 
-    def _send_text(self, data: bytes) -> bool:
+    def _send(self, frame: Outgoing) -> bool:
+        """One frame to the provider, through the pacer when the dialect paces (Vonage), or when
+        paced frames are still waiting (order is kept)."""
+        if frame.paced_ms or (self._pacer is not None and len(self._pacer)):
+            if self._pacer is None:
+                self._pacer = Pacer(self._send_now)
+            return self._pacer.put(frame)
+        return self._send_now(frame)
+
+    def _send_now(self, frame: Outgoing) -> bool:
         transport = self.transport
         if transport is None or not self.socket_open or not self.session.streaming or transport.is_close_frame_sent:
             return False
-        transport.send(_TEXT, data)
+        transport.send(_BINARY if frame.binary else _TEXT, frame.data)
         return True
 
     def _close(self, code: int, reason: str) -> None:
@@ -372,6 +435,7 @@ class ProviderStream(WSListener):
         transport = self.transport
         if transport is None or not self.socket_open:
             return
+        self._paused = paused
         if paused:
             transport.underlying_transport.pause_reading()
         else:
@@ -390,7 +454,8 @@ class ProviderStream(WSListener):
         ws = self.ctx.settings.websocket
         pairs = self.session.track_pair
         seen = self._messages + pairs[0].seq + pairs[1].seq
-        if seen != self._seen_at_check:
+        if seen != self._seen_at_check or self._paused:
+            # While we do not read (back-pressure) the peer's silence is ours, not its.
             self._seen_at_check = seen
             self._active_at = now
             self._pinged = False
@@ -447,6 +512,14 @@ class ProviderStream(WSListener):
             self._span = None
         frames = {t: s.frames for t, s in session.tracks.items() if s.frames}
         self._log.info("stream ended: reason=%s code=%s frames=%s", session.stop_reason, code, frames)
+
+
+def _binary_before_detection(data: bytes) -> Decoded:
+    raise binary_refused()  # every provider that sends binary audio announces it in a text frame first
+
+
+def _joined(first: Decoded, second: Decoded) -> tuple[InboundEvent, ...]:
+    return as_events(first) + as_events(second)
 
 
 def _no_outbox(track: int, seq: int, ts: int, payload: bytes) -> None:

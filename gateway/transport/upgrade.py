@@ -3,8 +3,9 @@
 picows hands every upgrade request to :func:`listener_factory`'s function before it answers. Refused
 with 503 (so the load balancer tries another pod): while draining, before the first route table,
 while the process is saturated (event-loop lag over ``server.max_loop_lag``), and at the stream
-limit. With the route key in the path, the bearer token is checked against every route that key
-can reach: 401 before any audio. Without a path key the route is known only at ``start``; the
+limit. ``?provider=NAME`` forces the stream's dialect (an unknown name is a 400). With the route
+key in the path, the bearer token is checked against every route that key can reach: 401 before
+any audio. Without a path key the route is known only at ``start``; the
 session checks the token there, before the first frame is accepted.
 """
 
@@ -13,10 +14,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from picows import WSListener, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
+from gateway.protocol.dialects import DIALECTS, SUBPROTOCOLS
 from gateway.protocol.session import route_candidates_accept
 from gateway.transport.context import GatewayContext
 from gateway.transport.stream import ProviderStream
@@ -40,11 +42,20 @@ def bearer_token(header: str | None) -> str | None:
     return value.strip()
 
 
+def _subprotocol(header: str | None) -> str | None:
+    """The first offered subprotocol some dialect speaks (others are not echoed: RFC 6455 4.2.2)."""
+    for offered in (header or "").split(","):
+        if offered.strip() in SUBPROTOCOLS:
+            return offered.strip()
+    return None
+
+
 def listener_factory(ctx: GatewayContext) -> ListenerFactory:
     metrics = ctx.metrics
 
     def admit(request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener | None:
-        path = urlsplit(request.path.decode("latin-1")).path
+        url = urlsplit(request.path.decode("latin-1"))
+        path = url.path
         if path == "/stream":
             path_key = None
         elif path.startswith("/stream/") and "/" not in path[len("/stream/") :] and len(path) > len("/stream/"):
@@ -63,11 +74,22 @@ def listener_factory(ctx: GatewayContext) -> ListenerFactory:
         if len(ctx.registry) >= ctx.settings.server.max_streams:
             metrics.upgrades_rejected.labels("stream_limit").inc()
             return _refuse(503, "stream limit reached", _RETRY)
+        forced = parse_qs(url.query).get("provider")
+        provider = forced[-1] if forced else None
+        if provider is not None and provider not in DIALECTS:
+            metrics.upgrades_rejected.labels("unknown_provider").inc()
+            return _refuse(400, f"unknown provider {provider[:32]!r}; known: {', '.join(DIALECTS)}", _JSON_HEADERS)
         token = bearer_token(request.headers.get("Authorization"))
         if path_key is not None and not route_candidates_accept(ctx.routes.snapshot(), path_key, token):
             metrics.auth_failures.labels("invalid" if token else "missing").inc()
             metrics.upgrades_rejected.labels("unauthorized").inc()
             return _refuse(401, "unauthorized", {**_JSON_HEADERS, "WWW-Authenticate": "Bearer"})
-        return ProviderStream(ctx, path_key=path_key, token=token)
+        stream = ProviderStream(ctx, path_key=path_key, token=token, provider=provider)
+        offered = _subprotocol(request.headers.get("Sec-WebSocket-Protocol"))
+        if offered is None:
+            return stream
+        # The provider offered a subprotocol we speak (jambonz): echo it, or it hangs up.
+        response = WSUpgradeResponse.create_101_response({"Sec-WebSocket-Protocol": offered})
+        return WSUpgradeResponseWithListener(response, stream)
 
     return admit

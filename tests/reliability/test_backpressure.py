@@ -47,7 +47,9 @@ async def slow_nats(nats_server: EmbeddedNats) -> AsyncIterator[OneWayPartitionP
 async def stream_and_count(gw: RunningGateway, nats_url: str, *, calls: int, seconds: float) -> tuple[int, int, int]:
     """Calls at maximum rate through the gateway; returns (frames sent, stored, counted dropped)."""
     report = await simulate(
-        SimulateOptions(url=gw.ws_url, calls=calls, track="both", duration=seconds, realtime=False, seed=2)
+        SimulateOptions(
+            url=gw.ws_url, calls=calls, track="both", duration=seconds, realtime=False, seed=2, close_timeout=60.0
+        )
     )
     for call in report.calls:
         assert (call.close_code, call.error) == (1000, None)

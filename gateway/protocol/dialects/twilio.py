@@ -11,15 +11,16 @@ One decoder instance is built at import (msgspec's advice): ``decode`` is on the
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+import dataclasses
+from typing import Annotated, Any, ClassVar, Final
 
 import msgspec
 
 from gateway.errors import CloseCode, RemoteProtocolError
+from gateway.protocol.dialects.base import Decoded, Outgoing, binary_refused
 from gateway.protocol.events import Connected, Counter, Dtmf, Ignored, InboundEvent, Mark, Media, Start, Stop
 from gateway.protocol.media import DEFAULT_CODEC, codec_from_media_format
-
-NAME: Final = "twilio"
+from gateway.protocol.playback import PlayAudio, PlayMessage
 
 _TRACK_NAMES: Final = {
     "inbound": "inbound",
@@ -174,6 +175,7 @@ def _convert(wire: _Wire) -> InboundEvent:
             codec=codec,
             custom_parameters=params,
             sequence=wire.sequenceNumber,
+            provider="twilio" if stream_id.startswith("MZ") else "signalwire",
         )
     if isinstance(wire, _Connected):
         return Connected(version=wire.version, protocol=wire.protocol)
@@ -186,3 +188,72 @@ def _convert(wire: _Wire) -> InboundEvent:
             raise _malformed("mark without a mark object")
         return Mark(name=wire.mark.name, sequence=wire.sequenceNumber)
     return Stop(sequence=wire.sequenceNumber)
+
+
+class _OutMedia(msgspec.Struct):
+    payload: bytes
+
+
+class _OutMark(msgspec.Struct):
+    name: str
+
+
+class _OutDtmf(msgspec.Struct):
+    digit: str
+
+
+class _Out(msgspec.Struct, omit_defaults=True):
+    event: str
+    streamSid: str  # noqa: N815 - wire name
+    media: _OutMedia | None = None
+    mark: _OutMark | None = None
+    dtmf: _OutDtmf | None = None
+
+
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+class TwilioDialect:
+    """Twilio Media Streams and SignalWire: one wire format. Unless ``?provider=`` said which, the
+    two are told apart by the ``connected`` version (1.0.0 at Twilio, 0.2.0 at SignalWire) and
+    Twilio's ``MZ`` stream ids."""
+
+    name: ClassVar[str] = "signalwire"
+    __slots__ = ("_provider",)
+
+    def __init__(self, provider: str | None = None) -> None:
+        self._provider = provider
+
+    def text(self, data: str) -> Decoded:
+        event = decode(data)
+        if type(event) is Media:
+            return event
+        if type(event) is Connected and self._provider is None and event.version == "1.0.0":
+            self._provider = "twilio"
+        elif type(event) is Start:
+            provider = self._provider or event.provider
+            self._provider = provider
+            if provider != event.provider:
+                return dataclasses.replace(event, provider=provider)
+        return event
+
+    def close(self) -> Decoded:
+        return ()
+
+    def binary(self, data: bytes) -> Decoded:
+        raise binary_refused()
+
+    def encode(self, stream_id: str, message: PlayMessage) -> tuple[Outgoing, ...]:
+        """``media`` (base64), ``mark``, ``clear``; ``dtmf`` only at SignalWire (docs/protocols.md
+        sections 1.4 and 2.7: Twilio answers an unknown event with a warning, never plays it)."""
+        if isinstance(message, PlayAudio):
+            out = _Out("media", stream_id, media=_OutMedia(message.payload))
+        elif message.kind == "mark":
+            out = _Out("mark", stream_id, mark=_OutMark(message.value))
+        elif message.kind == "dtmf":
+            if self._provider == "twilio":
+                return ()
+            out = _Out("dtmf", stream_id, dtmf=_OutDtmf(message.value))
+        else:
+            out = _Out("clear", stream_id)
+        return (Outgoing(_ENCODER.encode(out)),)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from gateway.errors import CloseCode, GatewayError, RemoteProtocolError, RouteNotFound, Unauthorized
 from gateway.protocol.actions import Close, EventOut, FrameOut, Started
-from gateway.protocol.events import Connected, Dtmf, Ignored, Mark, Media, Start, Stop, TrackName
+from gateway.protocol.events import Connected, Dtmf, Ignored, Mark, Media, Reordered, Start, Stop, TrackName
 from gateway.protocol.media import Codec
 from gateway.protocol.session import TRANSITIONS, SessionConfig, State, StreamSession
 from sgw_routes.model import Route, RoutingTable, default_route, hash_token
@@ -113,7 +115,7 @@ def test_order_violations_are_typed_errors(events: list[object], reason: str) ->
 
 
 def test_every_state_and_event_kind_is_in_the_table() -> None:
-    kinds = {Connected, Start, Media, Dtmf, Mark, Stop, Ignored}
+    kinds = {Connected, Start, Media, Dtmf, Mark, Stop, Reordered, Ignored}
     assert set(TRANSITIONS[State.AWAIT_START]) == kinds
     assert set(TRANSITIONS[State.STREAMING]) == kinds
     assert TRANSITIONS[State.CLOSED] == {}
@@ -241,3 +243,23 @@ def test_unknown_track_is_malformed() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         s.media(Media(track="sideways", payload=b"x"))  # type: ignore[arg-type]  # what a buggy dialect might build
     assert info.value.close_code == CloseCode.INVALID_PAYLOAD
+
+
+def test_reordered_frames_reported_by_the_dialect_are_counted_per_track() -> None:
+    s = session()
+    s.receive(start(), NOW)
+    s.receive(Reordered("outbound"), NOW)
+    s.receive(Reordered("outbound"), NOW)
+    assert s.tracks["outbound"].reordered == 2
+    assert s.tracks["inbound"].reordered == 0
+
+
+def test_the_route_is_chosen_by_the_provider_the_dialect_named() -> None:
+    telnyx_only = Route(name="telnyx-only", control_id="*", providers=("telnyx",), subject="telnyx.{call_id}.{track}")
+    routes = RoutingTable(routes=(telnyx_only,), default=default_route())
+    for provider, subject in (("telnyx", "telnyx.c-1.inbound"), ("signalwire", "audio.c-1.inbound")):
+        s = StreamSession(tables=lambda: routes, config=SessionConfig())
+        actions = s.receive(dataclasses.replace(start(), provider=provider), NOW)
+        info = next(a.info for a in actions if isinstance(a, Started))
+        assert info.provider == provider
+        assert info.audio_subjects[0] == subject
