@@ -3,7 +3,7 @@
 It is started with a configuration file that lets a briefly slow subscriber fall behind without
 being cut off (``max_pending``, ``write_deadline``), on 127.0.0.1 with ``-p -1``; the port is read
 from its log ("Listening for client connections on ...") and it is ready at "Server is ready".
-No JetStream: the benchmark publishes plain subjects only.
+JetStream only with ``jetstream=True`` (``--durable``: a stream for the durable route).
 """
 
 from __future__ import annotations
@@ -31,11 +31,14 @@ def find_nats_server() -> str:
     return found
 
 
-async def start_nats(procs: Processes, cpus: str, timeout: float = 20.0) -> tuple[Child, str]:
+async def start_nats(
+    procs: Processes, cpus: str, timeout: float = 20.0, *, jetstream: bool = False
+) -> tuple[Child, str]:
     """Start the broker pinned to ``cpus``; returns it and its ``nats://`` URL."""
     config = procs.log_dir / "nats-server.conf"
     procs.log_dir.mkdir(parents=True, exist_ok=True)
-    config.write_text(_CONFIG)
+    store = procs.log_dir / "jetstream"
+    config.write_text(_CONFIG + (f'jetstream {{ store_dir: "{store}" }}\n' if jetstream else ""))
     argv = [find_nats_server(), "-c", str(config), "-a", "127.0.0.1", "-p", "-1"]
     child = await procs.start("nats-server", argv, cpus, watch=True)
     port = await child.wait_for_line(_LISTEN, timeout)  # the log is the only place the port appears

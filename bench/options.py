@@ -37,6 +37,8 @@ class Options:
     sndbuf: int
     nice: int
     smoke: bool
+    transform: int | None
+    durable: bool
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -67,6 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-ticks", type=int, help="20 ms ticks per call at maximum rate, 2 frames each (default 5000)")
     p.add_argument("--idle-streams", type=int, help="streams held open for the RSS figure (default 1000; smoke 100)")
     p.add_argument("--no-scaling", action="store_true", help="skip the --workers scaling measurement")
+    p.add_argument(
+        "--durable",
+        action="store_true",
+        help="also measure the gateway with a JetStream route (first call count, max rate) next to core NATS",
+    )
+    p.add_argument(
+        "--transform",
+        type=int,
+        choices=(8000, 16000, 24000, 48000),
+        metavar="RATE",
+        help="also measure the gateway with a route that publishes an L16/RATE copy of every frame "
+        "(first call count, max rate) next to the plain route",
+    )
     p.add_argument("--gateway-cmd", help="the gateway command before its flags (default: streamgw serve)")
     p.add_argument("--gateway-args", default="", help='extra gateway flags, e.g. "--log-level WARNING"')
     p.add_argument("--target-cpus", help="CPU list for the process under test (default: first allowed CPU)")
@@ -124,4 +139,6 @@ def parse(argv: list[str] | None = None) -> Options:
         sndbuf=a.sndbuf,
         nice=a.nice,
         smoke=smoke,
+        transform=a.transform,
+        durable=bool(a.durable),
     )

@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any
 
+from bench import durable, transform
 from bench.control import BenchError
 from bench.nats_server import start_nats
 from bench.options import Options
@@ -61,6 +62,8 @@ def _meta(opts: Options, gateway_cmd: list[str]) -> dict[str, Any]:
         "max_calls": opts.max_calls,
         "max_ticks": opts.max_ticks,
         "idle_streams": opts.idle_streams,
+        "durable": opts.durable,
+        "transform": opts.transform,
     }
 
 
@@ -146,10 +149,13 @@ async def run(opts: Options) -> dict[str, Any]:
     }
     meta = _meta(opts, gateway_cmd)
     scaling: dict[str, Any] = {"status": "skipped", "note": "the run ended before it"}
+    durable_runs: list[dict[str, Any]] = []
+    transform_runs: list[dict[str, Any]] = []
     error: str | None = None
     os.sched_setaffinity(0, cpu_set(opts.load_cpus))  # the runner's own sampling stays off the target's CPU
     try:
-        nats, nats_url = await start_nats(procs, opts.load_cpus, opts.start_timeout)
+        with_durable = opts.durable and "gateway" in opts.targets
+        nats, nats_url = await start_nats(procs, opts.load_cpus, opts.start_timeout, jetstream=with_durable)
         verifier_child = await procs.start(
             "verify", [sys.executable, "-m", "bench.verify", "--nats-url", nats_url], opts.load_cpus, control=True
         )
@@ -176,6 +182,13 @@ async def run(opts: Options) -> dict[str, Any]:
                     await _one_target(bench, opts, target, runs[name], f"[{name} r{r + 1}/{opts.repeats}]")
                 finally:
                     await procs.stop(target.child, grace=30)
+            if with_durable:
+                durable_runs.append(await _durable(bench, opts, gateway_cmd, nats_url, runs["gateway"]))
+                _say(durable.line(f"[durable r{r + 1}/{opts.repeats}]", durable_runs[-1], durable_runs[-1]["core"]))
+            if opts.transform is not None and "gateway" in opts.targets:
+                transform_runs.append(await _transform(bench, opts, gateway_cmd, nats_url, runs["gateway"]))
+                tag = f"[transform r{r + 1}/{opts.repeats}]"
+                _say(transform.line(tag, opts.transform, transform_runs[-1], transform_runs[-1]["plain"]))
         scaling = await _scaling(bench, opts, gateway_cmd, nats_url)
         if scaling["status"] == "skipped":
             _say(f"[scaling] skipped: {scaling['note']}")
@@ -184,4 +197,54 @@ async def run(opts: Options) -> dict[str, Any]:
     finally:
         await procs.aclose()
     meta["loadavg_end"] = os.getloadavg()
-    return {"meta": meta, "runs": runs, "scaling": scaling, "error": error}
+    return {
+        "meta": meta,
+        "runs": runs,
+        "scaling": scaling,
+        "durable": durable_runs,
+        "transform": transform_runs,
+        "error": error,
+    }
+
+
+async def _transform(
+    bench: Bench, opts: Options, gateway_cmd: list[str], nats_url: str, plain: dict[str, Any]
+) -> dict[str, Any]:
+    """The transforming route's phases of this repeat, with the plain route's of the same repeat."""
+    assert opts.transform is not None
+    measured = await transform.measure(
+        bench,
+        cpus=opts.target_cpus,
+        nats_url=nats_url,
+        cmd=gateway_cmd,
+        extra=list(opts.gateway_args),
+        routes=transform.write_routes(opts.log_dir, opts.transform),
+        calls=opts.calls[0],
+        seconds=opts.seconds,
+        max_calls=opts.max_calls,
+        max_ticks=opts.max_ticks,
+        timeout=opts.start_timeout,
+    )
+    same_repeat = {"realtime": plain["realtime"][str(opts.calls[0])][-1], "max": plain["max"][-1]}
+    return {**measured, "plain": same_repeat}
+
+
+async def _durable(
+    bench: Bench, opts: Options, gateway_cmd: list[str], nats_url: str, core: dict[str, Any]
+) -> dict[str, Any]:
+    """The JetStream route's phases of this repeat, with the core route's of the same repeat."""
+    measured = await durable.measure(
+        bench,
+        cpus=opts.target_cpus,
+        nats_url=nats_url,
+        cmd=gateway_cmd,
+        extra=list(opts.gateway_args),
+        routes=durable.write_routes(opts.log_dir),
+        calls=opts.calls[0],
+        seconds=opts.seconds,
+        max_calls=opts.max_calls,
+        max_ticks=opts.max_ticks,
+        timeout=opts.start_timeout,
+    )
+    same_repeat = {"realtime": core["realtime"][str(opts.calls[0])][-1], "max": core["max"][-1]}
+    return {**measured, "core": same_repeat}

@@ -1,9 +1,10 @@
 """``streamgw``: the command line. The only place that turns errors into exit codes.
 
-Sub-commands: ``serve`` (the gateway), ``simulate`` (act as SignalWire), ``tap`` (watch what
-arrives on NATS), ``check-config`` and ``print-env-defaults``. Every ``serve`` flag has an ``SGW_``
-environment twin; a flag wins over its variable. ``serve`` with more than one worker runs the
-supervisor (:mod:`gateway.supervisor`) instead of the gateway itself.
+Sub-commands: ``serve`` (the gateway), ``simulate`` (act as any supported provider), ``tap``
+(watch what arrives on NATS), ``replay`` (a call back from a durable route's stream),
+``check-config`` and ``print-env-defaults``. Every ``serve`` flag has an ``SGW_`` environment twin;
+a flag wins over its variable. ``serve`` with more than one worker runs the supervisor
+(:mod:`gateway.supervisor`) instead of the gateway itself.
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
                 f"route {row['name']}: controlId={row['controlId']} priority={row['priority']} "
                 f"subject={row['subject']} auth={row['auth']}"
             )
+    from gateway.transport.status_auth import StatusAuth
+
+    print(StatusAuth.from_settings(settings).describe()[1])  # reads the status credential files
     print(f"configuration OK (routes: {settings.routing_source}, NATS: {redact_url(settings.nats.url) or 'embedded'})")
     return 0
 
@@ -137,10 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_check_config)
     env = sub.add_parser("print-env-defaults", help="print every SGW_ variable with its default")
     env.set_defaults(func=_cmd_print_env)
-    from gateway.tools import simulate, tap
+    from gateway.tools import replay, simulate, tap
 
     simulate.register(sub)
     tap.register(sub)
+    replay.register(sub)
     return parser
 
 

@@ -99,6 +99,7 @@ class GatewayServer:
             confirm_interval=s.nats.confirm_interval,
             flush_interval=s.nats.flush_interval,
             pending_bytes=s.nats.pending_bytes,
+            ack_timeout=s.nats.jetstream_ack_timeout,
         )
         publisher.start()
         routes = self._route_source(conn)

@@ -12,12 +12,14 @@ the whole tree as environment variables.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 
@@ -68,6 +70,10 @@ class WebSocketSettings:
     max_frame_payload_bytes: int = 16384
     """Largest decoded audio payload published as one NATS message; checked against the server's
     ``max_payload`` at connect so a frame never fails at publish time."""
+    public_url: str = ""
+    """``wss://host[:port][/prefix]`` the providers connect to. A Twilio ``X-Twilio-Signature``
+    covers that URL: set this when a proxy or ingress rewrites the ``Host`` header or strips a path
+    prefix. Empty: ``wss://`` + ``Host`` + the request target as received."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +123,14 @@ class NatsSettings:
     pending_bytes: int = 8 * 1024 * 1024
     """Bytes that may wait in the socket for a slow NATS server before the gateway pauses reading
     the provider sockets (back-pressure); also nats-py's own ``pending_size``."""
+    jetstream_window: int = 128
+    """JetStream routes: publishes per stream that may await their acknowledgement at once. A
+    stream keeps up while ``window`` messages per round trip exceed its rate (a both-tracks 20 ms
+    stream sends 100 per second: a window of 5 is enough across a 50 ms round trip); the rest of
+    the window empties an outage's backlog quickly. ``1`` waits for each acknowledgement in turn."""
+    jetstream_ack_timeout: float = 2.0
+    """JetStream routes: seconds a publish may wait for the stream's acknowledgement before it is
+    sent again (same ``Nats-Msg-Id``: the stream stores it once)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +214,37 @@ class ShutdownSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class StatusSettings:
+    allow_unauthenticated: bool | None = None
+    """Accept ``/status`` callbacks that carry no valid credential. Unset: only for a local quick
+    start (embedded NATS and the public listener on loopback, as ``make run``); otherwise every
+    callback needs one of the credentials below, and with none configured ``/status`` answers 401."""
+    public_base_url: str = ""
+    """``scheme://host[:port][/prefix]`` the providers call ``/status`` at: signatures cover the URL
+    the provider called, so behind a proxy or ingress set it. Empty: rebuilt from the request
+    (``X-Forwarded-Proto`` / ``X-Forwarded-Host``, else the listener's scheme and ``Host``)."""
+    twilio_auth_token_file: Path | None = None
+    """File holding the Twilio Auth Token (one per line: both during a rotation); checks ``X-Twilio-Signature``."""
+    signalwire_signing_key_file: Path | None = None
+    """File holding the SignalWire project's Signing Key (one per line); checks ``X-SignalWire-Signature``
+    (SWML JSON and cXML forms) and SignalWire's ``X-Twilio-Signature``."""
+    telnyx_public_key_file: Path | None = None
+    """File holding the Telnyx account's public key (base64 as the portal shows it, or PEM; one per
+    line); checks ``telnyx-signature-ed25519`` over ``telnyx-timestamp|body``."""
+    telnyx_max_age: float = 300.0
+    """Seconds a ``telnyx-timestamp`` may lie from this clock; older (replayed) callbacks get 401."""
+    plivo_auth_token_file: Path | None = None
+    """File holding the Plivo Auth Token (one per line); checks ``X-Plivo-Signature-V3``."""
+    bearer_token_file: Path | None = None
+    """File holding shared tokens (one per line) accepted as ``Authorization: Bearer <token>``."""
+    basic_username_file: Path | None = None
+    """File holding the user name accepted as HTTP Basic credentials (Bandwidth's ``username`` for
+    ``streamEventUrl``, or ``https://user:password@host/status`` callback URLs)."""
+    basic_password_file: Path | None = None
+    """File holding the password for ``basic_username_file`` (trailing whitespace stripped)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
     websocket: WebSocketSettings = dataclasses.field(default_factory=WebSocketSettings)
@@ -208,6 +253,7 @@ class Settings:
     routing: RoutingSettings = dataclasses.field(default_factory=RoutingSettings)
     observability: ObservabilitySettings = dataclasses.field(default_factory=ObservabilitySettings)
     shutdown: ShutdownSettings = dataclasses.field(default_factory=ShutdownSettings)
+    status: StatusSettings = dataclasses.field(default_factory=StatusSettings)
 
     @property
     def embedded_nats(self) -> bool:
@@ -227,6 +273,23 @@ class Settings:
         if self.routing.default_route is not None:
             return self.routing.default_route
         return self.routing_source == "static"
+
+    @property
+    def status_unauthenticated(self) -> bool:
+        """``/status`` accepts callbacks without a credential: as set, else only when NATS is the
+        embedded one and the public listener is on loopback (the local quick start)."""
+        if self.status.allow_unauthenticated is not None:
+            return self.status.allow_unauthenticated
+        return self.embedded_nats and _is_loopback(self.server.host)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def env_name(section: str, field: str) -> str:
@@ -325,6 +388,13 @@ def validate(settings: Settings) -> None:
         raise ConfigError(env_name("websocket", "max_frame_payload_bytes"), "cannot exceed max_message_bytes")
     if ws.start_timeout <= 0 or ws.receive_timeout <= 0:
         raise ConfigError(env_name("websocket", "start_timeout"), "timeouts must be positive")
+    if ws.public_url:
+        parts = urlsplit(ws.public_url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname or parts.query or parts.fragment:
+            raise ConfigError(
+                env_name("websocket", "public_url"),
+                f"{ws.public_url!r} is not a wss://host[:port][/prefix] URL without query",
+            )
     if buf.max_frames < 1:
         raise ConfigError(env_name("buffer", "max_frames"), "must be at least 1")
     if buf.max_events < 1:
@@ -338,10 +408,29 @@ def validate(settings: Settings) -> None:
         raise ConfigError(env_name("nats", "confirm_interval"), "must be at least 0 and below confirm_timeout")
     if settings.nats.confirm_timeout <= 0:
         raise ConfigError(env_name("nats", "confirm_timeout"), "must be positive")
+    if settings.nats.jetstream_window < 1:
+        raise ConfigError(env_name("nats", "jetstream_window"), "must be at least 1")
+    if settings.nats.jetstream_ack_timeout <= 0:
+        raise ConfigError(env_name("nats", "jetstream_ack_timeout"), "must be positive")
     if not 0.0 <= settings.observability.trace_sample_ratio <= 1.0:
         raise ConfigError(env_name("observability", "trace_sample_ratio"), "must be within 0..1")
     if settings.shutdown.drain_seconds < 0:
         raise ConfigError(env_name("shutdown", "drain_seconds"), "must not be negative")
+    _validate_status(settings.status)
+
+
+def _validate_status(st: StatusSettings) -> None:
+    if st.public_base_url:
+        parts = urlsplit(st.public_base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ConfigError(
+                env_name("status", "public_base_url"),
+                f"{st.public_base_url!r} is not an http(s)://host[:port][/prefix] URL without query",
+            )
+    if st.telnyx_max_age <= 0:
+        raise ConfigError(env_name("status", "telnyx_max_age"), "must be positive")
+    if (st.basic_username_file is None) != (st.basic_password_file is None):
+        raise ConfigError(env_name("status", "basic_password_file"), "set both basic_*_file settings, or neither")
 
 
 def env_defaults() -> list[tuple[str, str, str]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import hmac
 import re
 from collections.abc import Mapping
 from functools import cached_property
@@ -24,6 +23,10 @@ TRACKS: Final = ("inbound", "outbound")
 PROVIDERS: Final = ("signalwire", "twilio", "telnyx", "vonage", "plivo", "exotel", "jambonz", "bandwidth")
 """Every provider the gateway speaks (``spec.match.providers``, ``started.provider``, metric labels)."""
 DEFAULT_ROUTE_NAME: Final = "default"
+NO_BEARER_TOKEN: Final = "none: this route takes other credentials"
+"""``token_sha256`` of a route that requires credentials but no bearer token. No token hashes to
+it, so a gateway that predates the other kinds (and reads only ``token_sha256``) refuses the
+route's streams instead of serving them open."""
 
 
 def hash_token(token: str) -> str:
@@ -43,6 +46,31 @@ def specificity(pattern: str) -> int:
         elif ch not in "*?":
             count += 1
     return count
+
+
+TRANSFORM_ENCODINGS: Final = ("L16",)
+"""What ``spec.transform`` can produce: L16 is signed 16-bit little-endian linear PCM, mono."""
+TRANSFORM_RATES: Final = (8000, 16000, 24000, 48000)
+
+
+class Transform(msgspec.Struct, frozen=True, kw_only=True):
+    """What a route publishes instead of the provider's audio (``spec.transform``)."""
+
+    encoding: str = "L16"
+    sample_rate: int = 16000
+
+    @property
+    def label(self) -> str:
+        """The ``Sgw-Codec`` spelling, e.g. ``L16/16000``."""
+        return f"{self.encoding}/{self.sample_rate}"
+
+
+class Copy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One more subject set a route publishes every frame on (``spec.target.copies``)."""
+
+    subject: str
+    transform: Transform | None = None
+    """``None``: the provider's audio, untouched."""
 
 
 class Route(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, dict=True):
@@ -65,8 +93,17 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, dict=
     jetstream_stream: str | None = None
     """Publish through JetStream (acknowledged) into this stream instead of core NATS."""
     token_sha256: str | None = None
-    """Hex SHA-256 of the bearer token the route requires; ``None`` means no auth."""
+    """Hex SHA-256 of the bearer token the route accepts (or :data:`NO_BEARER_TOKEN`)."""
+    basic_sha256: str | None = None
+    """Hex SHA-256 of the ``username:password`` the route accepts (HTTP Basic)."""
+    twilio_key: str | None = None
+    """HMAC-SHA1 key schedule of the Twilio auth token whose ``X-Twilio-Signature`` the route
+    accepts (``sgw_routes.credentials.twilio_key``: it verifies signatures, it is not the token)."""
     playback_subject: str | None = None
+    transform: Transform | None = None
+    """Publish the audio on ``subject`` transformed to this format (``None``: as the provider sends it)."""
+    copies: tuple[Copy, ...] = ()
+    """Further subject sets every frame is published on, each transformed or not."""
     label: str = ""
     """The metric label for this route (bounded: the route's name)."""
 
@@ -102,13 +139,22 @@ class Route(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, dict=
             return False
         return all(custom_parameters.get(k) == v for k, v in self.custom_parameters.items())
 
-    def accepts_token(self, token: str | None) -> bool:
-        """Constant-time check of a presented bearer token against the stored hash."""
-        if self.token_sha256 is None:
-            return True
-        if token is None:
-            return False
-        return hmac.compare_digest(hash_token(token), self.token_sha256)
+    @property
+    def requires_auth(self) -> bool:
+        """Whether streams must present a credential; with several kinds, any one of them will do."""
+        return self.token_sha256 is not None or self.basic_sha256 is not None or self.twilio_key is not None
+
+    @property
+    def auth_kinds(self) -> tuple[str, ...]:
+        """The credential kinds this route accepts (``bearer``, ``basic``, ``twilio_signature``)."""
+        kinds = []
+        if self.token_sha256 is not None and self.token_sha256 != NO_BEARER_TOKEN:
+            kinds.append("bearer")
+        if self.basic_sha256 is not None:
+            kinds.append("basic")
+        if self.twilio_key is not None:
+            kinds.append("twilio_signature")
+        return tuple(kinds)
 
 
 def precedence_key(route: Route) -> tuple[int, int, str, str]:

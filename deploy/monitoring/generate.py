@@ -268,6 +268,47 @@ ROWS: list[Row] = [
         ],
     ),
     Row(
+        "Capacity and back-pressure",
+        [
+            Panel(
+                "Event-loop lag per pod",
+                "Smoothed lateness of each worker's event loop. Over server.max_loop_lag (0.25 s) the "
+                "worker refuses new streams with 503 (overloaded) so the load balancer tries another pod.",
+                [(f"max by (instance, pod) (sgw_event_loop_lag_seconds{{{NS}}})", POD)],
+                width=8,
+                unit="s",
+                extra={"thresholds": [(None, "green"), (0.1, "orange"), (0.25, "red")]},
+            ),
+            Panel(
+                "Provider sockets paused by back-pressure",
+                "1 while NATS is connected but not keeping up and the pod has stopped reading its "
+                "provider sockets (nothing is lost while paused; past buffer.max_pause it reads again "
+                "and the stream buffers take over). Pauses per minute alongside.",
+                [
+                    (f"max by (instance, pod) (sgw_backpressure_active{{{NS}}})", "paused " + POD),
+                    (
+                        f"sum by (instance, pod) (rate(sgw_backpressure_pauses_total{{{NS}}}[{RATE}])) * 60",
+                        "pauses/min " + POD,
+                    ),
+                ],
+                width=8,
+            ),
+            Panel(
+                "Worker processes up",
+                "With --workers N (chart gateway.workers), each worker process of a pod: 1 up, 0 down "
+                "(the supervisor restarts it). Restarts per hour alongside.",
+                [
+                    (f"sum by (instance, pod) (sgw_worker_up{{{NS}}})", "up " + POD),
+                    (
+                        f"sum by (instance, pod) (increase(sgw_worker_restarts_total{{{NS}}}[1h]))",
+                        "restarts/h " + POD,
+                    ),
+                ],
+                width=8,
+            ),
+        ],
+    ),
+    Row(
         "Pods and route table",
         [
             Panel(

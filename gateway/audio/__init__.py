@@ -1,9 +1,10 @@
 """Audio for the tools and tests: G.711, L16, codec descriptors, test signals and WAV files.
 
 Pure and stdlib-only (no aiohttp, nats or asyncio), so anything can import it, including the
-sans-IO core if a route ever asks for a transcode. The gateway's hot path does not use it: the
-gateway forwards payloads unchanged. ``audioop`` is deliberately avoided (deprecated in 3.11,
-gone in 3.13); the G.711 code here is table-driven instead.
+sans-IO core. The gateway's hot path forwards payloads unchanged, except on routes with a
+transform: :mod:`gateway.audio.transform` (numpy and soxr, so not imported here) converts those.
+``audioop`` is deliberately avoided (deprecated in 3.11, gone in 3.13); the G.711 code here is
+table-driven instead.
 """
 
 from gateway.audio.codec import (

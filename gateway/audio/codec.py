@@ -30,7 +30,7 @@ _ENCODING: Final[dict[CodecName, str]] = {
 }
 _NAMES: Final[dict[str, CodecName]] = {"PCMU": "PCMU", "PCMA": "PCMA", "L16": "L16"}
 _SPELLING: Final = re.compile(r"^(PCMU|PCMA|L16)(?:[@/](\d+)H?)?$")
-_L16_RATES: Final = frozenset({8000, 16000, 24000, 32000, 48000})
+_L16_RATES: Final = frozenset({8000, 16000, 24000, 32000, 48000, 64000})
 
 
 class CodecError(ValueError):

@@ -2,8 +2,8 @@
 
 Owns the per-sample reference conversions (the classic Sun/CCITT ``g711.c`` arithmetic) and the
 lookup tables built from them: 256-entry decode tables and 64 Ki-entry encode tables indexed by
-the sample's unsigned 16-bit bit pattern. Callers are the simulator, the tap and tests; the
-gateway itself never transcodes. Samples are ``array('h')`` in native byte order; the
+the sample's unsigned 16-bit bit pattern. Callers are the simulator, the tap, tests and route
+transforms (:mod:`gateway.audio.transform`). Samples are ``array('h')`` in native byte order; the
 ``*_to_pcm16le`` helpers produce little-endian bytes ready for WAV or L16.
 """
 

@@ -143,7 +143,8 @@ class _StreamCollector(Collector):
             ),
             CounterMetricFamily(
                 "sgw_frames_dropped",
-                "Audio frames not delivered, by reason (backpressure, rejected, shutdown).",
+                "Audio frames not delivered, by reason (backpressure, shutdown; durable routes: no_stream, "
+                "stream_full, rejected).",
                 labels=["route", "reason"],
             ),
             CounterMetricFamily(
@@ -153,6 +154,7 @@ class _StreamCollector(Collector):
             ),
             CounterMetricFamily(
                 "sgw_frames_resent",
-                "Messages sent again because NATS never confirmed them (connection lost).",
+                "Messages sent again because NATS never confirmed them (a connection lost, or a JetStream "
+                "acknowledgement that did not come in time).",
             ),
         )

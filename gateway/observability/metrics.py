@@ -14,6 +14,8 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.observability.collector import CountedStream, StreamTotals
+from gateway.protocol.auth import FAILURE_KINDS as AUTH_FAILURE_KINDS
+from sgw_routes.model import PROVIDERS
 
 _LATENCY_BUCKETS: Final = (
     0.0005,
@@ -75,7 +77,8 @@ class GatewayMetrics:
         )
         self.events_dropped = Counter(
             "sgw_events_dropped_total",
-            "Lifecycle events refused, by reason (flood: more than buffer.max_events queued; the stream is closed).",
+            "Lifecycle events refused, by reason (flood: more than buffer.max_events queued, the stream is closed; "
+            "JetStream routes: no_stream, stream_full, rejected when the stream refuses them).",
             ["reason"],
             registry=registry,
         )
@@ -98,8 +101,9 @@ class GatewayMetrics:
         )
         self.auth_failures = Counter(
             "sgw_auth_failures_total",
-            "Bearer-token checks that failed (missing or wrong token).",
-            ["reason"],
+            "Streams refused for their credentials: reason missing (none presented) or invalid; kind is "
+            "what was presented (bearer, basic, twilio_signature, multiple, none).",
+            ["reason", "kind"],
             registry=registry,
         )
         self.publish_latency = Histogram(
@@ -145,14 +149,16 @@ class GatewayMetrics:
         )
         self.status_callbacks = Counter(
             "sgw_status_callbacks_total",
-            "Provider status callbacks received on /status, by outcome.",
+            "Provider status callbacks received on /status, by outcome (accepted, invalid: 400, unauthorized: "
+            "401, unavailable: 503 while NATS is down).",
             ["provider", "reason"],
             registry=registry,
         )
         self.playback_messages = Counter(
             "sgw_playback_messages_total",
             "Back-channel messages from consumers to providers, by kind (media, mark, clear, dtmf) or refusal "
-            "(invalid, not_streaming, unsupported: the provider has no such message).",
+            "(invalid, not_streaming, unsupported: the provider has no such message; dropped: paced frames "
+            "past the pacer's bound or still waiting when the stream ended).",
             ["reason"],
             registry=registry,
         )
@@ -186,20 +192,25 @@ class GatewayMetrics:
         """Export zero-valued series for every known reason, so ``rate()`` and alerts see 0, not nothing."""
         for reason in PROTOCOL_ERROR_REASONS:
             self.protocol_errors.labels(reason)
-        for reason in ("missing", "invalid"):
-            self.auth_failures.labels(reason)
+        self.auth_failures.labels("missing", "none")
+        for kind in AUTH_FAILURE_KINDS[1:]:
+            self.auth_failures.labels("invalid", kind)
         for reason in ("draining", "stream_limit", "unauthorized", "no_route_table", "overloaded", "unknown_provider"):
             self.upgrades_rejected.labels(reason)
         self.messages_ignored.labels("unknown_event")
-        self.events_dropped.labels("flood")
+        for reason in ("flood", "no_stream", "stream_full", "rejected"):
+            self.events_dropped.labels(reason)
         for reason in ("applied", "invalid"):
             self.route_table_updates.labels(reason)
-        for reason in ("media", "mark", "clear", "dtmf", "invalid", "not_streaming", "unsupported"):
+        for reason in ("media", "mark", "clear", "dtmf", "invalid", "not_streaming", "unsupported", "dropped"):
             self.playback_messages.labels(reason)
-        for provider in ("signalwire", "twilio", "unknown"):
-            for reason in ("accepted", "invalid", "unavailable"):
+        for provider in (*PROVIDERS, "unknown"):
+            for reason in STATUS_CALLBACK_REASONS:
                 self.status_callbacks.labels(provider, reason)
 
+
+STATUS_CALLBACK_REASONS: Final = ("accepted", "invalid", "unauthorized", "unavailable")
+"""Outcomes of a ``/status`` callback (``sgw_status_callbacks_total{reason}``)."""
 
 PROTOCOL_ERROR_REASONS: Final = (
     "malformed",

@@ -41,6 +41,17 @@ class EventOut:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioCopy:
+    """One more subject set a stream's frames are published on (a route's ``copies``)."""
+
+    subjects: tuple[str, str]
+    """By track index, like :attr:`StreamInfo.audio_subjects`."""
+    headers: dict[str, str]
+    codec: Codec | None = None
+    """What the copy carries when transformed; ``None``: the provider's audio, untouched."""
+
+
+@dataclass(frozen=True, slots=True)
 class StreamInfo:
     """Everything known once ``start`` is accepted; the shell binds its outbox, metrics, span and
     logger to it before any audio."""
@@ -62,6 +73,14 @@ class StreamInfo:
     events_subject: str = ""
     frame_headers: dict[str, str] = field(default_factory=dict)
     """The headers every audio frame carries besides ``Sgw-Seq`` and ``Sgw-Ts``."""
+    published_codec: Codec | None = None
+    """What :attr:`audio_subjects` carry when the route transforms; ``None``: the provider's audio."""
+    copies: tuple[AudioCopy, ...] = ()
+
+    @property
+    def transforms(self) -> bool:
+        """Whether frames need more than the provider's payload on the audio subjects."""
+        return self.published_codec is not None or bool(self.copies)
 
 
 @dataclass(frozen=True, slots=True)

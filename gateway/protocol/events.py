@@ -90,12 +90,22 @@ class Reordered:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderError:
+    """The provider reports a problem and keeps the stream open (Telnyx ``error``: mostly about
+    what the back-channel sent); consumers get an ``error`` event with reason ``provider_error``."""
+
+    code: int | None
+    title: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
     """A well-formed message we do not act on (an unknown ``event`` kind); counted, not fatal."""
 
     kind: str
 
 
-InboundEvent = Connected | Start | Media | Dtmf | Mark | Stop | Reordered | Ignored
+InboundEvent = Connected | Start | Media | Dtmf | Mark | Stop | Reordered | ProviderError | Ignored
 
 TRACKS: Final = ("inbound", "outbound")

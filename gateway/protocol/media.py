@@ -2,7 +2,8 @@
 
 The descriptor's ``label`` is what consumers see in ``Sgw-Codec`` and in the ``started`` event
 (``PCMU/8000``, ``PCMA/8000``, ``L16/16000``, ``L16/24000``). SignalWire L16 is little-endian
-signed 16-bit (docs/protocols.md section 2.6); the gateway never transcodes, it only labels.
+signed 16-bit (docs/protocols.md section 2.6). The gateway labels what it publishes; it converts
+audio only on routes that ask for it (``spec.transform``, :mod:`gateway.protocol.transform`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Rule 1: every rule about message order lives in the transition table below, not 
 Rule 2: no clocks, no awaits, no logging, no metrics. Time is passed in; the shell measures.
 
 The session resolves the stream's route once, at ``start``, from the table current at that moment
-(a stream keeps its route for life), checks the bearer token against it, and renders the subjects
+(a stream keeps its route for life), checks the stream's credentials against it (``auth``), and renders the subjects
 and constant headers once, so a media frame costs one dict lookup (its track) and a few counter
 updates in :meth:`StreamSession.media`, the per-frame path, which allocates nothing. Sequence
 anomalies are detected per track from ``media.timestamp`` (the media clock, docs/pitfalls.md item
@@ -18,15 +18,28 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
 from gateway.errors import CloseCode, GatewayError, RemoteProtocolError, RouteNotFound, Unauthorized
-from gateway.protocol.actions import Action, Close, EventOut, FrameOut, Started, StreamInfo
-from gateway.protocol.events import Connected, Dtmf, Ignored, InboundEvent, Mark, Media, Reordered, Start, Stop
+from gateway.protocol.actions import Action, AudioCopy, Close, EventOut, FrameOut, Started, StreamInfo
+from gateway.protocol.auth import NO_CREDENTIALS, Credentials, accepts
+from gateway.protocol.events import (
+    Connected,
+    Dtmf,
+    Ignored,
+    InboundEvent,
+    Mark,
+    Media,
+    ProviderError,
+    Reordered,
+    Start,
+    Stop,
+)
 from gateway.protocol.media import Codec
+from gateway.protocol.transform import published
 from sgw_routes.model import Route, RoutingTable
 from sgw_routes.subjects import render
 
@@ -52,6 +65,7 @@ TRANSITIONS: Final[dict[State, dict[type, str]]] = {
         Mark: "!event_before_start",
         Stop: "stop_before_start",
         Reordered: "!media_before_start",
+        ProviderError: "ignored",  # no events subject before start: counted as ignored
         Ignored: "ignored",
     },
     State.STREAMING: {
@@ -62,6 +76,7 @@ TRANSITIONS: Final[dict[State, dict[type, str]]] = {
         Mark: "mark",
         Stop: "stop",
         Reordered: "reordered",
+        ProviderError: "provider_error",
         Ignored: "ignored",
     },
     State.CLOSED: {},
@@ -140,7 +155,7 @@ class StreamSession:
         "_path_key",
         "_stats",
         "_tables",
-        "_token",
+        "_credentials",
         "_traceparent",
         "_traceparent_factory",
         "ignored",
@@ -156,7 +171,7 @@ class StreamSession:
         tables: Callable[[], RoutingTable],
         config: SessionConfig,
         path_key: str | None = None,
-        token: str | None = None,
+        credentials: Credentials = NO_CREDENTIALS,
         traceparent: Callable[[StreamInfo], str] | None = None,
     ) -> None:
         self.state = State.AWAIT_START
@@ -165,7 +180,7 @@ class StreamSession:
         self._tables = tables
         self._config = config
         self._path_key = path_key
-        self._token = token
+        self._credentials = credentials
         self._traceparent_factory = traceparent
         self._traceparent = ""
         self._connected_version: str | None = None
@@ -178,7 +193,7 @@ class StreamSession:
         """True between an accepted ``start`` and the end: the shell's cue for :meth:`media`."""
         self.ignored = 0
 
-    def __repr__(self) -> str:  # never show the token
+    def __repr__(self) -> str:  # never show a credential
         return f"StreamSession(state={self.state.value}, stream={self.info.stream_id if self.info else None})"
 
     @property
@@ -271,9 +286,9 @@ class StreamSession:
         route = self._tables().match(control_id, event.tracks, event.custom_parameters, provider)
         if route is None:
             raise RouteNotFound(f"no route for control_id {control_id[:64]!r}")
-        if not route.accepts_token(self._token):
-            raise Unauthorized("bearer token rejected for this route")
-        self._token = None  # not needed any more; do not keep a secret longer than necessary
+        if not accepts(route, self._credentials):
+            raise Unauthorized("unauthorized")  # which kind failed is the shell's metric, not the peer's business
+        self._credentials = NO_CREDENTIALS  # not needed any more: keep nothing secret longer than necessary
         values = _subject_values(event, control_id, route)
         info = StreamInfo(
             call_id=event.call_id,
@@ -306,24 +321,39 @@ class StreamSession:
             channels=event.codec.channels,
             custom_parameters=info.custom_parameters,
             **extra,
+            **_published_fields(info, route),
         )
         return [Started(info), started]
 
     def _prepare(self, info: StreamInfo, values: dict[str, str], route: Route, codec: Codec) -> StreamInfo:
         """Render everything a frame or event needs, once."""
         self._events_subject = render(route.events_subject, values)
-        headers = {"Sgw-Codec": codec.label, "Sgw-Stream-Id": info.stream_id}
+        main = published(codec, route.transform)[0]
+        headers = {"Sgw-Codec": (main or codec).label, "Sgw-Stream-Id": info.stream_id}
         if self._traceparent:
             headers["traceparent"] = self._traceparent
-        subjects = tuple(render(route.subject, {**values, "track": name}) for name in _TRACK_NAMES)
         self._bytes_per_ms = codec.bytes_per_ms
         self._ms_per_byte = 1.0 / codec.bytes_per_ms if codec.bytes_per_ms else 0.0
+        copies: list[AudioCopy] = []
+        # Copies are core NATS only (the manifest refuses them with JetStream): none rather than
+        # copies published some other way than the route asked.
+        for copy in () if route.jetstream_stream else route.copies:
+            carries = published(codec, copy.transform)[0]
+            copies.append(
+                AudioCopy(
+                    subjects=_track_subjects(copy.subject, values),
+                    headers={**headers, "Sgw-Codec": (carries or codec).label},
+                    codec=carries,
+                )
+            )
         return dataclasses.replace(
             info,
             playback_subject=render(route.playback_subject, values) if route.playback_subject else None,
-            audio_subjects=(subjects[0], subjects[1]),
+            audio_subjects=_track_subjects(route.subject, values),
             events_subject=self._events_subject,
             frame_headers=headers,
+            published_codec=main,
+            copies=tuple(copies),
         )
 
     def _on_media(self, event: Media, now: float) -> list[Action]:
@@ -333,6 +363,21 @@ class StreamSession:
     def _on_reordered(self, event: Reordered, now: float) -> list[Action]:
         self._stats[_TRACK_INDEX[event.track]].reordered += 1
         return []
+
+    def _on_provider_error(self, event: ProviderError, now: float) -> list[Action]:
+        # Not a close: no ``code`` (that is the close code in the other ``error`` events).
+        message = ": ".join(part for part in (event.title, event.detail) if part)
+        return [
+            self._event(
+                "error",
+                now,
+                reason="provider_error",
+                message=message,
+                provider_code=event.code,
+                title=event.title,
+                detail=event.detail,
+            )
+        ]
 
     def _on_dtmf(self, event: Dtmf, now: float) -> list[Action]:
         body: dict[str, Any] = {"digit": event.digit}
@@ -432,7 +477,30 @@ def _subject_values(event: Start, control_id: str, route: Route) -> dict[str, st
     }
 
 
-def route_candidates_accept(table: RoutingTable, path_key: str, token: str | None) -> bool:
-    """Upgrade-time check: could any route this key may resolve to accept this token?"""
-    candidates: Sequence[Route] = table.candidates(path_key)
-    return not candidates or any(r.accepts_token(token) for r in candidates)
+def _track_subjects(template: str, values: dict[str, str]) -> tuple[str, str]:
+    inbound, outbound = (render(template, {**values, "track": name}) for name in _TRACK_NAMES)
+    return inbound, outbound
+
+
+def _published_fields(info: StreamInfo, route: Route) -> dict[str, Any]:
+    """``started``'s word on what the route publishes: the codec on its subject (the provider's, or
+    the transform's), its copies with their subjects and codecs, and any transform that cannot
+    apply to this stream's codec (that audio is then published untouched, labelled as it is)."""
+    fields: dict[str, Any] = {"published_codec": (info.published_codec or info.codec).label}
+    skipped = published(info.codec, route.transform)[1]
+    if skipped is not None:
+        fields["transform_skipped"] = skipped
+    if info.copies:
+        names = [name for name in _TRACK_NAMES if name in info.tracks] or list(_TRACK_NAMES)
+        entries = []
+        for copy, spec in zip(info.copies, route.copies, strict=True):
+            entry: dict[str, Any] = {
+                "subjects": {name: copy.subjects[_TRACK_INDEX[name]] for name in names},
+                "codec": (copy.codec or info.codec).label,
+            }
+            reason = published(info.codec, spec.transform)[1]
+            if reason is not None:
+                entry["transform_skipped"] = reason
+            entries.append(entry)
+        fields["copies"] = entries
+    return fields

@@ -16,7 +16,10 @@ and the in-memory twin :class:`~gateway.publish.memory.MemoryPublisher`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from gateway.publish.acks import AckRouter
 
 MessageHandler = Callable[[bytes], None]
 """Called synchronously with each message's payload (it must not block)."""
@@ -90,9 +93,9 @@ class Publisher(Protocol):
         """One message outside any stream (status callbacks); raises ``PublishUnavailable``."""
         ...
 
-    async def jetstream(self, subject: str, payload: bytes, headers: Mapping[str, str], stream: str) -> None:
-        """One acknowledged publish into a JetStream stream; raises ``PublishUnavailable`` (retry)
-        or ``PublishRejected`` (never deliverable)."""
+    def jetstream_acks(self) -> AckRouter:
+        """The process's JetStream acknowledgement router (made on first use): JetStream outboxes
+        write their messages with its reply subjects and hear the outcome from it."""
         ...
 
     def subscribe(self, subject: str, handler: MessageHandler) -> Unsubscribe:

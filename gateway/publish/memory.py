@@ -7,6 +7,12 @@ what NATS would have received. ``set_ready(False)`` plays an outage (outboxes ho
 ``set_ready(True)`` reconnects and empties the held backlogs. With
 ``confirm=False`` written messages stay unconfirmed until :meth:`confirm_all`, and
 :meth:`lose_unconfirmed` plays "the connection broke before the broker confirmed them".
+
+JetStream publishes (a reply subject of :meth:`MemoryPublisher.jetstream_acks`) are stored once
+per ``Nats-Msg-Id``, with ``jetstream`` set to their ``Nats-Expected-Stream``, and answered on the
+next loop iteration as a stream would (a duplicate is answered ``duplicate``); ``js_refusal``
+makes every answer that refusal instead, and ``js_answer=False`` keeps the answers until
+:meth:`answer_jetstream`.
 """
 
 from __future__ import annotations
@@ -16,8 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gateway.errors import PublishRejected, PublishUnavailable
+from gateway.publish.acks import AckRouter
 from gateway.publish.base import FlowListener, MessageHandler, Observer, Owner, Unsubscribe
-from gateway.publish.wire import encode, parse
+from gateway.publish.wire import Message, encode, parse
+
+NO_RESPONDERS = ("503", b"")
+"""A ``js_refusal``: no stream listens on the subject."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +48,21 @@ class MemoryPublisher:
         self._ready = asyncio.Event()
         self._ready.set()
         self._confirm = confirm
-        self._unconfirmed: list[tuple[Owner, bytes, int]] = []
+        self._unconfirmed: list[tuple[Owner, bytes, int, int]] = []
+        """(owner, what it wrote, the range of :attr:`messages` that came from it: one write may
+        carry several messages, e.g. a frame and its copies)."""
         self._held: dict[Owner, None] = {}
         self._flow: list[FlowListener] = []
         self._handlers: dict[str, list[MessageHandler]] = {}
         self.closed = False
+        self._acks: AckRouter | None = None
+        self.ack_timeout = 2.0
+        self._js_ids: set[tuple[str, str]] = set()
+        self.js_answer = True
+        self.js_refusal: tuple[str | None, bytes] | None = None
+        """(status header, body) every JetStream publish is answered with, e.g. :data:`NO_RESPONDERS`."""
+        self.js_answers: list[tuple[int, str | None, bytes]] = []
+        """Answers kept back while ``js_answer`` is False."""
 
     def write(self, owner: Owner | None, msg: bytes) -> None:
         self.batch.append(msg)
@@ -54,10 +74,14 @@ class MemoryPublisher:
         batch, owners = self.batch, self.owners
         self.batch, self.owners = [], []
         for msg, owner in zip(batch, owners, strict=True):
+            first = len(self.messages)
             for m in parse(msg):
+                if self._acks is not None and m.reply.startswith(self._acks.prefix.decode()):
+                    self._jetstream(m, self._acks)
+                    continue
                 self.messages.append(PublishedMessage(m.subject, m.payload, m.headers))
             if not self._confirm and owner is not None:
-                self._unconfirmed.append((owner, msg, len(self.messages) - 1))
+                self._unconfirmed.append((owner, msg, first, len(self.messages)))
 
     def hold(self, owner: Owner) -> None:
         self._held[owner] = None
@@ -119,10 +143,35 @@ class MemoryPublisher:
         for handler in list(self._handlers.get(subject, ())):  # exact subjects only: no wildcards here
             handler(payload)
 
-    async def jetstream(self, subject: str, payload: bytes, headers: Mapping[str, str], stream: str) -> None:
-        if self.closed or not self.ready:
-            raise PublishUnavailable("memory publisher not ready")
-        self.messages.append(PublishedMessage(subject, payload, dict(headers), stream))
+    def jetstream_acks(self) -> AckRouter:
+        if self._acks is None:
+            self._acks = AckRouter(b"_INBOX.memory.", timeout=self.ack_timeout)
+        return self._acks
+
+    def _jetstream(self, m: Message, acks: AckRouter) -> None:
+        token = int(m.reply[len(acks.prefix) :])
+        stream = m.headers.get("Nats-Expected-Stream", "")
+        status: str | None = None
+        if self.js_refusal is not None:
+            status, body = self.js_refusal
+        elif (stream, m.headers.get("Nats-Msg-Id", "")) in self._js_ids:
+            body = b'{"stream":"%b","seq":0,"duplicate":true}' % stream.encode()
+        else:
+            self._js_ids.add((stream, m.headers.get("Nats-Msg-Id", "")))
+            self.messages.append(PublishedMessage(m.subject, m.payload, m.headers, stream))
+            body = b'{"stream":"%b","seq":%d}' % (stream.encode(), len(self.messages))
+        if self.js_answer:
+            asyncio.get_running_loop().call_soon(acks.on_reply, token, status, body)
+        else:
+            self.js_answers.append((token, status, body))
+
+    def answer_jetstream(self) -> int:
+        """Deliver the answers kept back; returns how many."""
+        answers, self.js_answers = self.js_answers, []
+        if self._acks is not None:
+            for token, status, body in answers:
+                self._acks.on_reply(token, status, body)
+        return len(answers)
 
     def subscribe(self, subject: str, handler: MessageHandler) -> Unsubscribe:
         self._handlers.setdefault(subject, []).append(handler)
@@ -140,10 +189,10 @@ class MemoryPublisher:
         :attr:`messages` and given back to its owner (``set_ready(True)`` reconnects)."""
         self.set_ready(False)
         lost, self._unconfirmed = self._unconfirmed, []
-        for _, _, index in sorted(lost, key=lambda x: -x[2]):
-            del self.messages[index]
+        for _, _, first, end in sorted(lost, key=lambda x: -x[2]):
+            del self.messages[first:end]
         by_owner: dict[Owner, list[bytes]] = {}
-        for owner, msg, _ in lost:
+        for owner, msg, _, _ in lost:
             by_owner.setdefault(owner, []).append(msg)
         for owner, msgs in by_owner.items():
             owner.take_back(msgs)

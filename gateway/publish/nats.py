@@ -7,7 +7,8 @@ of the event-loop iteration), which writes everything written meanwhile with one
 ``transport.write``. At real-time load a socket read brings one or two frames, so flushing per
 iteration meant one write system call per read; half a millisecond collects many. nats-py's
 per-message ``publish`` awaits a coroutine and builds headers per call; this path awaits nothing
-(see ``bench/RESULTS.md`` for the figures).
+(see ``bench/RESULTS.md`` for the figures). JetStream routes' messages travel in the same batches,
+with reply subjects from :mod:`gateway.publish.acks` (:meth:`NatsPublisher.jetstream_acks`).
 
 Delivery confirmation: core NATS has no acknowledgements, and a message written into a socket that
 then breaks is gone without a trace. So each written batch stays in :attr:`_unconfirmed` until
@@ -37,10 +38,8 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any, Final
 
-import nats.errors
-import nats.js.errors
-
 from gateway.errors import PublishRejected, PublishUnavailable
+from gateway.publish.acks import AckRouter, nats_router
 from gateway.publish.base import FlowListener, MessageHandler, Observer, Owner, Unsubscribe
 from gateway.publish.connection import NatsConnection
 from gateway.publish.subscriptions import Subscriptions
@@ -57,6 +56,8 @@ _WATCH_FRACTION: Final = 4
 class NatsPublisher:
     # Slots: every frame touches this object, and slot reads skip the instance dict.
     __slots__ = (
+        "_ack_timeout",
+        "_acks",
         "_batches",
         "_closing",
         "_confirm_interval",
@@ -69,7 +70,6 @@ class NatsPublisher:
         "_generation",
         "_held",
         "_idle",
-        "_js",
         "_last_ping",
         "_loop",
         "_nc",
@@ -97,10 +97,12 @@ class NatsPublisher:
         confirm_interval: float = 0.005,
         flush_interval: float = 0.0005,
         pending_bytes: int = 8 * 1024 * 1024,
+        ack_timeout: float = 2.0,
     ) -> None:
         self._conn = conn
         self._nc = conn.client
-        self._js = self._nc.jetstream()
+        self._ack_timeout = ack_timeout
+        self._acks: AckRouter | None = None
         self._loop = asyncio.get_running_loop()
         self.ready = False
         self._closing = False
@@ -318,7 +320,9 @@ class NatsPublisher:
 
     @property
     def inflight(self) -> int:
-        return len(self.batch) + sum(len(batch) for batch, _ in self._unconfirmed)
+        """Messages written and not confirmed yet: by a PONG, or for JetStream by the stream."""
+        unacknowledged = self._acks.waiting if self._acks is not None else 0
+        return len(self.batch) + sum(len(batch) for batch, _ in self._unconfirmed) + unacknowledged
 
     async def _watch_pings(self) -> None:
         while True:
@@ -371,20 +375,16 @@ class NatsPublisher:
             raise PublishRejected(f"{len(payload)} bytes exceed the server's max_payload")
         self.write(None, encode(subject, payload, headers))
 
-    async def jetstream(self, subject: str, payload: bytes, headers: Mapping[str, str], stream: str) -> None:
-        """One acknowledged JetStream publish (routes with ``target.jetstream``)."""
-        if self._closing or not self._nc.is_connected:
-            raise PublishUnavailable("NATS is not connected")
-        try:
-            await self._js.publish(
-                subject, payload, timeout=self._confirm_timeout, stream=stream, headers=dict(headers)
-            )
-        except nats.js.errors.NoStreamResponseError:
-            raise PublishRejected(f"no JetStream stream {stream!r} covers {subject!r}") from None
-        except nats.js.errors.APIError as exc:
-            raise PublishRejected(f"JetStream rejected the message: {exc.description}") from None
-        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError):
-            raise PublishUnavailable("JetStream publish not acknowledged") from None
+    def jetstream_acks(self) -> AckRouter:
+        """The JetStream acknowledgement router (routes with ``target.jetstream``), made on first
+        use: its reply inbox is subscribed only in processes that have such a route."""
+        if self._acks is None:
+            self._acks = nats_router(self._nc, timeout=self._ack_timeout, on_resent=self._count_resent)
+            self._conn.add_listener(self._acks.on_state)
+        return self._acks
+
+    def _count_resent(self, frames: int) -> None:
+        self.resent += frames
 
     def subscribe(self, subject: str, handler: MessageHandler) -> Unsubscribe:
         return self._subscriptions.subscribe(subject, handler)
@@ -395,22 +395,31 @@ class NatsPublisher:
         task.add_done_callback(self._tasks.discard)
 
     async def wait_idle(self, timeout: float) -> bool:
-        """Everything written is confirmed and nothing is held (bounded wait)."""
-        if self._is_idle():
-            return True
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
+        """Everything written is confirmed (JetStream: acknowledged) and nothing is held (bounded)."""
+        deadline = self._loop.time() + timeout
+        # An acknowledgement may let an outbox send more, so link and acks are checked in turn.
+        while not (self._is_idle() and (self._acks is None or not self._acks.waiting)):
+            left = deadline - self._loop.time()
+            if left <= 0:
+                return False
+            if not self._is_idle():
+                try:
+                    await asyncio.wait_for(self._idle.wait(), left)
+                except TimeoutError:
+                    return False
+            elif self._acks is not None and not await self._acks.wait_idle(left):
+                return False
         return True
 
     async def close(self, timeout: float) -> None:
         """Stop taking writes, wait (bounded) until everything handed over is confirmed."""
-        if self._nc.is_connected and not self._is_idle():
+        if self._nc.is_connected and not (self._is_idle() and (self._acks is None or not self._acks.waiting)):
             self._ping_now()
             await self.wait_idle(timeout)
         self._closing = True
         self._set_ready(False)
+        if self._acks is not None:
+            self._acks.close()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

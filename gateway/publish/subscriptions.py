@@ -28,10 +28,12 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[bytes], None]
 
 
-class _Subscription:
-    """What nats-py's reader and reconnect logic read off a subscription, and nothing more."""
+class Shim:
+    """What nats-py's reader and reconnect logic read off a subscription, and nothing more: a
+    subclass sets ``_subject`` and implements :meth:`put_nowait`, which nats-py calls from its
+    reader for every message, synchronously."""
 
-    __slots__ = ("_handler", "_pending_queue", "_pending_size", "_received", "_subject")
+    __slots__ = ("_pending_queue", "_pending_size", "_received", "_subject")
 
     _queue = ""
     _max_msgs = 0
@@ -42,12 +44,36 @@ class _Subscription:
     _message_iterator = None
     _pending_next_msgs_calls: dict[int, Any] = {}  # noqa: RUF012 - read-only, always empty
 
-    def __init__(self, subject: str, handler: Handler) -> None:
+    def __init__(self, subject: str) -> None:
         self._subject = subject
-        self._handler = handler
         self._received = 0
         self._pending_size = 0
         self._pending_queue = self
+
+    def put_nowait(self, msg: Msg) -> None:
+        raise NotImplementedError
+
+    async def _drain(self) -> None:
+        return None
+
+    def register(self, client: Client) -> int:
+        """Enter this shim in ``client``'s subscription table and send its ``SUB`` if connected
+        (nats-py sends it again after every reconnect); returns its sid."""
+        nc: Any = client
+        nc._sid += 1
+        sid: int = nc._sid
+        nc._subs[sid] = self
+        if client.is_connected:
+            nc._transport.write(b"SUB %b %d\r\n" % (self._subject.encode(), sid))
+        return sid
+
+
+class _Subscription(Shim):
+    __slots__ = ("_handler",)
+
+    def __init__(self, subject: str, handler: Handler) -> None:
+        super().__init__(subject)
+        self._handler = handler
 
     def put_nowait(self, msg: Msg) -> None:
         self._pending_size = 0
@@ -55,9 +81,6 @@ class _Subscription:
             self._handler(msg.data)
         except Exception:  # a handler bug must not break nats-py's reader for everyone
             logger.exception("subscription handler failed on %s", self._subject)
-
-    async def _drain(self) -> None:
-        return None
 
 
 class Subscriptions:
@@ -68,10 +91,7 @@ class Subscriptions:
         """Deliver every payload published on ``subject`` to ``handler`` (synchronously, in order);
         returns the function that unsubscribes."""
         nc: Any = self._nc
-        nc._sid += 1
-        sid: int = nc._sid
-        nc._subs[sid] = _Subscription(subject, handler)
-        self._write(b"SUB %b %d\r\n" % (subject.encode(), sid))
+        sid = _Subscription(subject, handler).register(self._nc)
 
         def unsubscribe() -> None:
             if nc._subs.pop(sid, None) is not None:

@@ -1,11 +1,14 @@
 """Routes from a YAML file of StreamRoute manifests, reloaded when the file changes.
 
 The file holds exactly what ``kubectl apply -f`` takes (multi-document YAML; other kinds are
-skipped), so one file serves both worlds. ``bearerTokenSecretRef {name, key}`` is read from
-``SECRETS_DIR/<name>/<key>``, the layout Kubernetes uses to mount a Secret. At start-up an invalid
-file is a :class:`~gateway.errors.ConfigError`; on reload the previous table stays in force and
-the problem is logged and counted, so a bad edit never takes routes away from live traffic.
-Polling (not inotify) because mounted ConfigMaps change by symlink swap.
+skipped), so one file serves both worlds. Secrets are read from ``SECRETS_DIR/<name>/<key>``, the
+layout Kubernetes uses to mount a Secret (trailing whitespace stripped): ``bearerTokenSecretRef
+{name, key}``, ``basicAuthSecretRef {name}`` (keys ``username`` and ``password``) and
+``twilioSignature.authTokenSecretRef {name, key}``. Each is reduced to its stored form at once
+(``sgw_routes.credentials``); the table never holds the secret. At start-up an invalid file (an
+unknown field included) is a :class:`~gateway.errors.ConfigError`; on reload the previous table
+stays in force and the problem is logged and counted, so a bad edit never takes routes away from
+live traffic. Polling (not inotify) because mounted ConfigMaps change by symlink swap.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import yaml
 
 from gateway.errors import ConfigError
 from gateway.routing.source import BaseSource
-from sgw_routes.compile import compile_table
+from sgw_routes.compile import RouteSecrets, compile_table
+from sgw_routes.credentials import BASIC_PASSWORD_KEY, BASIC_USERNAME_KEY, hash_basic, twilio_key
 from sgw_routes.manifest import KIND, InvalidRoute, StreamRouteSpec, parse_streamroute
 from sgw_routes.model import RoutingTable, default_route, hash_token
 
@@ -43,10 +47,10 @@ def load_routes_file(path: Path, secrets_dir: Path | None, *, default: bool, ver
         except InvalidRoute as exc:
             name = (doc.get("metadata") or {}).get("name", "?")
             raise ConfigError("SGW_ROUTING__FILE", f"StreamRoute {name!r}: {exc.reason}: {exc.message}") from None
-    hashes = {s.key: _resolve_token(s, secrets_dir) for s in specs}
+    resolved = {s.key: _resolve(s, secrets_dir) for s in specs}
     compiled = compile_table(
         specs,
-        hashes,
+        resolved,
         version=version,
         default=default_route() if default else None,
         qualified=False,
@@ -56,26 +60,42 @@ def load_routes_file(path: Path, secrets_dir: Path | None, *, default: bool, ver
     return compiled.table
 
 
-def _resolve_token(spec: StreamRouteSpec, secrets_dir: Path | None) -> str | None:
-    ref = spec.secret_ref
-    if ref is None:
-        return None
+def _resolve(spec: StreamRouteSpec, secrets_dir: Path | None) -> RouteSecrets:
+    """The route's credentials in their stored forms; a missing or unusable file is a ConfigError."""
+    bearer = basic = twilio = None
+    if spec.secret_ref is not None:
+        bearer = hash_token(_read_secret(spec, secrets_dir, spec.secret_ref.name, spec.secret_ref.key))
+    if spec.basic_secret is not None:
+        username = _read_secret(spec, secrets_dir, spec.basic_secret, BASIC_USERNAME_KEY)
+        password = _read_secret(spec, secrets_dir, spec.basic_secret, BASIC_PASSWORD_KEY)
+        try:
+            basic = hash_basic(username, password)
+        except ValueError as exc:
+            raise ConfigError(
+                "SGW_ROUTING__SECRETS_DIR", f"StreamRoute {spec.name!r}: Secret {spec.basic_secret!r}: {exc}"
+            ) from None
+    if spec.twilio_ref is not None:
+        twilio = twilio_key(_read_secret(spec, secrets_dir, spec.twilio_ref.name, spec.twilio_ref.key))
+    return RouteSecrets(token_sha256=bearer, basic_sha256=basic, twilio_key=twilio)
+
+
+def _read_secret(spec: StreamRouteSpec, secrets_dir: Path | None, name: str, key: str) -> str:
     if secrets_dir is None:
         raise ConfigError(
             "SGW_ROUTING__SECRETS_DIR",
-            f"StreamRoute {spec.name!r} references Secret {ref.name!r}: set --secrets-dir",
+            f"StreamRoute {spec.name!r} references Secret {name!r}: set --secrets-dir",
         )
-    path = secrets_dir / ref.name / ref.key
+    path = secrets_dir / name / key
     try:
-        token = path.read_text().rstrip()
+        value = path.read_text().rstrip()
     except (OSError, UnicodeDecodeError):
         raise ConfigError(
             "SGW_ROUTING__SECRETS_DIR",
             f"StreamRoute {spec.name!r}: secret file {path} not readable as UTF-8 text",
         ) from None
-    if not token:
+    if not value:
         raise ConfigError("SGW_ROUTING__SECRETS_DIR", f"StreamRoute {spec.name!r}: secret file {path} is empty")
-    return hash_token(token)
+    return value
 
 
 class FileRouteSource(BaseSource):
@@ -145,14 +165,14 @@ class FileRouteSource(BaseSource):
 
 
 def describe(table: RoutingTable) -> list[dict[str, Any]]:
-    """A log/CLI friendly view of a table (no token hashes)."""
+    """A log/CLI friendly view of a table (which auth kinds, never their stored forms)."""
     return [
         {
             "name": r.name,
             "controlId": r.control_id,
             "priority": r.priority,
             "subject": r.subject,
-            "auth": r.token_sha256 is not None,
+            "auth": ",".join(r.auth_kinds) or "none",
         }
         for r in table.routes
     ]

@@ -1,7 +1,7 @@
-"""``python -m gateway.tools simulate|tap ...``: the tools without the ``streamgw`` entry point.
+"""``python -m gateway.tools simulate|tap|replay ...``: the tools without the ``streamgw`` entry point.
 
 Useful where the package is importable but not installed (a checkout, a container without the
-console script). The sub-commands and flags are exactly those of ``streamgw simulate|tap``.
+console script). The sub-commands and flags are exactly those of ``streamgw simulate|tap|replay``.
 """
 
 from __future__ import annotations

@@ -2,9 +2,12 @@
 
 A consumer's-eye check of the whole path: it demultiplexes frames by ``Sgw-Stream-Id`` and
 track (the last subject token), counts frames, bytes, ``Sgw-Seq`` gaps, duplicates and
-reordering, estimates latency (see :data:`LATENCY_HELP`), prints a live plain-text table and can
-write one WAV per call and track, decoded per ``Sgw-Codec``. The bookkeeping lives in
-:mod:`gateway.tools.tap_state`; this module is the NATS loop, the report and the CLI.
+reordering, estimates latency (see :data:`LATENCY_HELP`), prints a live plain-text table (with
+``started.provider``) and can write one WAV per call and track, decoded per ``Sgw-Codec``: G.711,
+or L16 at 8 to 48 kHz, which covers every provider's audio (jambonz stereo arrives already split
+into its two tracks); frames in a codec the tools cannot decode are counted, not written. The
+bookkeeping lives in :mod:`gateway.tools.tap_state`; this module is the NATS loop, the report and
+the CLI.
 """
 
 from __future__ import annotations
@@ -134,7 +137,10 @@ class _Tap:
         seq = state.observe(_int(headers.get("Sgw-Seq")), codec_label, msg.data, latency)
         stream.last_audio_at = self._loop.time()
         if self.opts.wav_dir is not None:
-            codec = state.codec or parse_codec(_DEFAULT_CODEC)
+            codec = state.codec if state.codec_label is not None else parse_codec(_DEFAULT_CODEC)
+            if codec is None:
+                state.undecodable += 1  # a codec the tools cannot decode (OPUS, L16/64000...): no WAV
+                return
             slot = state.base_seq or seq
             if self.opts.timeline == "ts" and ts is not None:
                 slot = state.ts_slot(ts, codec, len(msg.data))
@@ -177,8 +183,9 @@ class _Tap:
         if kind == "started":
             stream.started = body
             stream.call_id = call_id or stream.call_id
-            control_id = body.get("control_id")
+            control_id, provider = body.get("control_id"), body.get("provider")
             stream.control_id = control_id if isinstance(control_id, str) else None
+            stream.provider = provider if isinstance(provider, str) else None
         elif kind == "stopped":
             stream.stopped = body
             stream.stopped_at = self._loop.time()
@@ -256,7 +263,7 @@ def _event_detail(body: dict[str, Any]) -> str:
     kind = body.get("type")
     keys: tuple[str, ...] = ()
     if kind == "started":
-        keys = ("control_id", "route", "codec", "tracks")
+        keys = ("provider", "control_id", "route", "codec", "tracks")
     elif kind == "stopped":
         keys = ("reason", "tracks")
     elif kind in ("dtmf", "mark", "error", "status"):

@@ -48,6 +48,8 @@ class TrackReport:
     """Frames of silence written into the WAV for ``Sgw-Seq`` numbers that never arrived."""
     late_frames: int = 0
     """Frames that arrived too late for the WAV (after their slot was filled or the file closed)."""
+    undecodable: int = 0
+    """Frames left out of the WAV because the tools cannot decode their ``Sgw-Codec``."""
 
 
 @dataclass
@@ -57,6 +59,8 @@ class CallTapReport:
     call_id: str
     stream_id: str
     control_id: str | None
+    provider: str | None
+    """``started.provider``: who streamed it (``signalwire``, ``twilio``, ``telnyx``, ``vonage``...)."""
     started: dict[str, Any] | None
     stopped: dict[str, Any] | None
     events: list[dict[str, Any]]
@@ -74,7 +78,9 @@ class SeqWavSink:
         self.late_frames = 0
         self._writer = WavWriter(path, codec.sample_rate)
         self._pending: dict[int, tuple[CodecSpec, bytes]] = {}
-        self._frame_samples = codec.samples_per_frame
+        self._frame_samples = 0
+        """Samples per frame, from the first frame that arrives (20 ms for most providers, 100 ms
+        for Exotel): the length of silence that stands in for a lost frame."""
         self.closed = False
 
     @property
@@ -86,6 +92,8 @@ class SeqWavSink:
             self.late_frames += self.closed or seq < self.next_seq
             return
         self._pending[seq] = (codec, payload)
+        if not self._frame_samples:
+            self._frame_samples = len(payload) // codec.bytes_per_sample or codec.samples_per_frame
         self._flush_ready()
         if len(self._pending) > REORDER_WINDOW:
             self._skip_to(min(self._pending))
@@ -138,6 +146,7 @@ class TrackState:
         self._latency_count = 0
         self.latency_max: float | None = None
         self.sink: SeqWavSink | None = None
+        self.undecodable = 0
         self._frame_ms: int | None = None
 
     @property
@@ -206,6 +215,7 @@ class TrackState:
             wav_samples=sink.samples if sink is not None else 0,
             silence_frames=sink.silence_frames if sink is not None else 0,
             late_frames=sink.late_frames if sink is not None else 0,
+            undecodable=self.undecodable,
         )
 
 
@@ -216,6 +226,7 @@ class StreamState:
     stream_id: str
     call_id: str
     control_id: str | None = None
+    provider: str | None = None
     started: dict[str, Any] | None = None
     stopped: dict[str, Any] | None = None
     stopped_at: float | None = None
@@ -258,6 +269,7 @@ class StreamState:
             call_id=self.call_id,
             stream_id=self.stream_id,
             control_id=self.control_id,
+            provider=self.provider,
             started=self.started,
             stopped=self.stopped,
             events=list(self.events),
@@ -273,7 +285,7 @@ def safe_name(text: str) -> str:
 def format_table(streams: list[StreamState], window: float | None) -> str:
     """The per-stream, per-track table (plain text); ``fps`` over ``window`` seconds, if given."""
     header = (
-        f"{'call_id':<36}  {'track':<8}  {'codec':<10}  {'frames':>7}  {'bytes':>9}  {'gaps':>4}  "
+        f"{'call_id':<36}  {'provider':<10}  {'track':<8}  {'codec':<10}  {'frames':>7}  {'bytes':>9}  {'gaps':>4}  "
         f"{'dups':>4}  {'reord':>5}  {'fps':>5}  {'lat ms last/avg/max':>19}  state"
     )
     lines = [header]
@@ -281,17 +293,18 @@ def format_table(streams: list[StreamState], window: float | None) -> str:
         state = "stopped" if stream.stopped is not None else "live"
         if stream.finalized:
             state = "done"
+        provider = (stream.provider or "-")[:10]
         for name in sorted(stream.tracks):
             t = stream.tracks[name]
             fps = f"{t.window_frames / window:>5.1f}" if window else f"{'-':>5}"
             lines.append(
-                f"{stream.call_id[:36]:<36}  {name:<8}  {(t.codec_label or '-'):<10}  "
+                f"{stream.call_id[:36]:<36}  {provider:<10}  {name:<8}  {(t.codec_label or '-'):<10}  "
                 f"{t.frames:>7}  {t.bytes:>9}  {t.gaps:>4}  {t.duplicates:>4}  {t.reordered:>5}  "
                 f"{fps}  {_ms(t.latency_last)}/{_ms(t.latency_avg)}/{_ms(t.latency_max):<6}  "
                 f"{state}"
             )
         if not stream.tracks:
-            lines.append(f"{stream.call_id[:36]:<36}  {'-':<8}  (no audio yet)  {state}")
+            lines.append(f"{stream.call_id[:36]:<36}  {provider:<10}  {'-':<8}  (no audio yet)  {state}")
     return "\n".join(lines) + "\n"
 
 

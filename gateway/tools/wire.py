@@ -1,111 +1,29 @@
-"""The provider side of the media-stream wire, for the simulator: messages, counters and faults.
+"""The provider-neutral half of the simulator's wire: media frames, their counters, signals, faults.
 
-Builds the exact JSON text frames SignalWire and Twilio send (docs/protocols.md sections 1.3, 2.6 and
-12.1) and plans a call's media frames: ``sequenceNumber`` +1 per message of any type (``start``
-is 1), ``chunk`` and ``timestamp`` per track, both tracks interleaved per 20 ms tick, and the
-injected faults (drop, duplicate, reorder) applied per track from a seeded RNG. Pure: no sockets,
-no clocks, so the simulator's wire format can be tested without a server.
+A call's audio is planned tick by tick (:class:`FramePlan`): every lane (a track, or both tracks of
+one interleaved stereo frame) gets one frame per tick, numbered before any fault is applied, so a
+dropped frame leaves a gap in its counters exactly as a provider's loss would. Faults (drop,
+duplicate, reorder) are drawn per lane from a seeded RNG. How a frame is spelled on the wire is
+each provider's business (:mod:`gateway.tools.providers`). Pure: no sockets, no clocks.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
-import uuid
-from base64 import b64encode
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Literal
 
 from gateway.audio import FRAME_MS, CodecSpec, Signal, SpeechLike, Tone
 
-Dialect = Literal["signalwire", "twilio"]
 Track = Literal["inbound", "outbound"]
+TrackChoice = Literal["inbound", "outbound", "both"]
 
-_VERSION: Final[dict[Dialect, str]] = {"signalwire": "0.2.0", "twilio": "1.0.0"}
-# The providers' own examples disagree on the first media timestamp: SignalWire's starts at 0,
-# Twilio's at 20 (the end of the first 20 ms). Each dialect follows its own example.
-_FIRST_TIMESTAMP: Final[dict[Dialect, int]] = {"signalwire": 0, "twilio": FRAME_MS}
-
-
-def _compact(message: Mapping[str, object]) -> str:
-    return json.dumps(message, separators=(",", ":"))
-
-
-@dataclass(frozen=True, slots=True)
-class CallIds:
-    """The provider's identifiers for one stream."""
-
-    call_id: str
-    stream_id: str
-    account_id: str
-
-    @classmethod
-    def new(cls, dialect: Dialect) -> CallIds:
-        """SignalWire uses UUIDs; Twilio uses ``CA``/``MZ``/``AC`` plus 32 hex digits."""
-        if dialect == "twilio":
-            return cls("CA" + uuid.uuid4().hex, "MZ" + uuid.uuid4().hex, "AC" + uuid.uuid4().hex)
-        return cls(str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4()))
-
-
-@dataclass(frozen=True, slots=True)
-class WireFormat:
-    """How one stream's messages are spelled; one instance per simulated call."""
-
-    dialect: Dialect
-    ids: CallIds
-    tracks: tuple[Track, ...]
-    codec: CodecSpec
-    custom_parameters: Mapping[str, str]
-
-    def connected(self) -> str:
-        return _compact({"event": "connected", "protocol": "Call", "version": _VERSION[self.dialect]})
-
-    def start(self) -> str:
-        ids = self.ids
-        body: dict[str, object]
-        if self.dialect == "twilio":
-            body = {
-                "accountSid": ids.account_id,
-                "streamSid": ids.stream_id,
-                "callSid": ids.call_id,
-            }
-        else:
-            body = {
-                "streamSid": ids.stream_id,
-                "accountSid": ids.account_id,
-                "callSid": ids.call_id,
-            }
-        body["tracks"] = list(self.tracks)
-        body["customParameters"] = dict(self.custom_parameters)
-        body["mediaFormat"] = self.codec.media_format()
-        message: dict[str, object] = {"event": "start", "sequenceNumber": "1", "start": body}
-        if self.dialect == "twilio":
-            message["streamSid"] = ids.stream_id
-        return _compact(message)
-
-    def media(self, frame: MediaFrame) -> str:
-        message: dict[str, object] = {
-            "event": "media",
-            "sequenceNumber": str(frame.sequence_number),
-            "media": {
-                "track": frame.track,
-                "chunk": str(frame.chunk),
-                "timestamp": str(frame.timestamp),
-                "payload": b64encode(frame.payload).decode("ascii"),
-            },
-        }
-        if self.dialect == "twilio":
-            message["streamSid"] = self.ids.stream_id
-        return _compact(message)
-
-    def stop(self, sequence_number: int) -> str:
-        message: dict[str, object] = {"event": "stop", "sequenceNumber": str(sequence_number)}
-        if self.dialect == "twilio":
-            message["stop"] = {"accountSid": self.ids.account_id, "callSid": self.ids.call_id}
-            message["streamSid"] = self.ids.stream_id
-        return _compact(message)
+Audio = tuple[tuple[Track, bytes], ...]
+"""Per track, the audio one frame carries (one entry; two for an interleaved stereo frame)."""
+LaneSource = Callable[[], tuple[bytes, Audio]]
+"""The next frame of one lane: the bytes on the wire, and the per-track audio in them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +31,17 @@ class MediaFrame:
     """One media message's counters and raw (not yet base64) payload."""
 
     track: Track
+    """The lane: the frame's track (``inbound`` for a stereo frame carrying both)."""
     sequence_number: int
     chunk: int
     timestamp: int
+    """Milliseconds on the provider's media clock, with the provider's own first value."""
     payload: bytes
+    audio: Audio = ()
+    """Per track audio in ``payload``; empty means all of it is ``track``'s."""
+
+    def tracks(self) -> Audio:
+        return self.audio or ((self.track, self.payload),)
 
 
 def track_seed(seed: int, call_index: int, track: str) -> int:
@@ -139,33 +64,29 @@ class Faults:
     reorder: float = 0.0
 
 
-class _TrackFaults:
-    """Per-track fault injection; ``feed`` returns the frames to send for this tick."""
+class _LaneFaults:
+    """Per-lane fault injection; ``feed`` returns the frames to send for this tick."""
 
     def __init__(self, faults: Faults, rng: random.Random) -> None:
         self._faults = faults
         self._rng = rng
-        self._held: MediaFrame | None = None
+        self.held: MediaFrame | None = None
         self.dropped = 0
         self.duplicated = 0
         self.reordered = 0
 
-    def feed(self, frame: MediaFrame, last: bool) -> list[MediaFrame]:
-        if self._held is not None:
+    def feed(self, frame: MediaFrame) -> list[MediaFrame]:
+        if self.held is not None:
             # The held frame goes out right after its successor: one swap, not a cascade.
-            held, self._held = self._held, None
+            held, self.held = self.held, None
             return [frame, held]
         # Always draw three numbers, so one fault's probability never shifts another's choices.
-        roll_drop, roll_reorder, roll_dup = (
-            self._rng.random(),
-            self._rng.random(),
-            self._rng.random(),
-        )
+        roll_drop, roll_reorder, roll_dup = self._rng.random(), self._rng.random(), self._rng.random()
         if roll_drop < self._faults.drop:
             self.dropped += 1
             return []
-        if not last and roll_reorder < self._faults.reorder:
-            self._held = frame
+        if roll_reorder < self._faults.reorder:
+            self.held = frame
             self.reordered += 1
             return []
         if roll_dup < self._faults.duplicate:
@@ -173,53 +94,73 @@ class _TrackFaults:
             return [frame, frame]
         return [frame]
 
+    def flush(self) -> list[MediaFrame]:
+        """A frame held for a swap that never came (the call ended): sent last, in order after all."""
+        if self.held is None:
+            return []
+        held, self.held = self.held, None
+        self.reordered -= 1
+        return [held]
+
 
 class FramePlan:
-    """A call's media, tick by tick: counters assigned before faults, so faults leave gaps."""
+    """A call's media, tick by tick: counters assigned before faults, so faults leave gaps.
+
+    ``lanes`` maps each lane to its source; ``sequence`` hands out the provider's per-socket
+    message counter (shared with every other message the call sends), called once per frame as
+    the frame is made. The plan has no end of its own: the sender asks for ticks for as long as
+    the call lasts, then :meth:`flush` returns a frame still held back for reordering.
+    """
 
     def __init__(
         self,
-        wire: WireFormat,
-        frames: int,
-        signals: Mapping[Track, Signal],
+        lanes: Mapping[Track, LaneSource],
         faults: Faults,
         fault_seed: str,
+        *,
+        sequence: Callable[[], int],
+        frame_ms: int = FRAME_MS,
+        first_timestamp: int = 0,
     ) -> None:
-        self.wire = wire
-        self.frames = frames
-        self._signals = signals
-        self._faults = {track: _TrackFaults(faults, random.Random(f"{fault_seed}:{track}")) for track in wire.tracks}
+        self._lanes = dict(lanes)
+        self._sequence = sequence
+        self.frame_ms = frame_ms
+        self._first = first_timestamp
+        self._faults = {lane: _LaneFaults(faults, random.Random(f"{fault_seed}:{lane}")) for lane in self._lanes}
+        self.ticks = 0
 
     @property
-    def stop_sequence_number(self) -> int:
-        return 2 + self.frames * len(self.wire.tracks)
+    def lanes(self) -> tuple[Track, ...]:
+        return tuple(self._lanes)
 
-    def ticks(self) -> Iterator[list[MediaFrame]]:
-        """One list per 20 ms tick: what to send then, tracks in ``wire.tracks`` order."""
-        tracks = self.wire.tracks
-        codec = self.wire.codec
-        first_ts = _FIRST_TIMESTAMP[self.wire.dialect]
-        for tick in range(self.frames):
-            batch: list[MediaFrame] = []
-            for position, track in enumerate(tracks):
-                payload = codec.encode(self._signals[track].read(codec.samples_per_frame))
-                frame = MediaFrame(
-                    track=track,
-                    sequence_number=2 + tick * len(tracks) + position,
-                    chunk=tick + 1,
-                    timestamp=first_ts + tick * FRAME_MS,
-                    payload=payload,
-                )
-                batch.extend(self._faults[track].feed(frame, last=tick == self.frames - 1))
-            yield batch
+    def tick(self) -> list[MediaFrame]:
+        """The next tick: what to send now, lanes in order."""
+        n = self.ticks
+        self.ticks += 1
+        batch: list[MediaFrame] = []
+        for lane, source in self._lanes.items():
+            payload, audio = source()
+            frame = MediaFrame(
+                track=lane,
+                sequence_number=self._sequence(),
+                chunk=n + 1,
+                timestamp=self._first + n * self.frame_ms,
+                payload=payload,
+                audio=audio,
+            )
+            batch.extend(self._faults[lane].feed(frame))
+        return batch
 
-    def counts(self, track: Track) -> tuple[int, int, int]:
-        """(dropped, duplicated, reordered) so far for ``track``."""
-        faults = self._faults[track]
+    def flush(self) -> list[MediaFrame]:
+        return [frame for faults in self._faults.values() for frame in faults.flush()]
+
+    def counts(self, lane: Track) -> tuple[int, int, int]:
+        """(dropped, duplicated, reordered) so far for ``lane``."""
+        faults = self._faults[lane]
         return faults.dropped, faults.duplicated, faults.reordered
 
 
-def tracks_for(track: Literal["inbound", "outbound", "both"]) -> tuple[Track, ...]:
+def tracks_for(track: TrackChoice) -> tuple[Track, ...]:
     if track == "both":
         return ("inbound", "outbound")
     if track == "outbound":
@@ -227,6 +168,6 @@ def tracks_for(track: Literal["inbound", "outbound", "both"]) -> tuple[Track, ..
     return ("inbound",)
 
 
-def frame_count(duration: float) -> int:
-    """Whole 20 ms frames in ``duration`` seconds."""
-    return max(0, round(duration * 1000 / FRAME_MS))
+def frame_count(duration: float, frame_ms: int = FRAME_MS) -> int:
+    """Whole frames of ``frame_ms`` in ``duration`` seconds."""
+    return max(0, round(duration * 1000 / frame_ms))

@@ -15,7 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from gateway.transport.context import GatewayContext
 from gateway.transport.health import healthz, metrics_endpoint, readyz
 from gateway.transport.keys import CONTEXT
-from gateway.transport.status import status_endpoint
+from gateway.transport.status import STATUS_AUTH, status_auth, status_endpoint
 
 HTTP_LOGGER: Final = logging.getLogger("gateway.transport.http")
 """aiohttp's request-handler logger (``AppRunner(logger=HTTP_LOGGER)``)."""
@@ -41,6 +41,7 @@ HTTP_LOGGER.addFilter(_client_errors_at_debug)
 def build_public_app(ctx: GatewayContext) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[CONTEXT] = ctx
+    app[STATUS_AUTH] = status_auth(ctx.settings)
     app.router.add_post("/status", status_endpoint)
     app.router.add_get("/status", status_endpoint)
     return app

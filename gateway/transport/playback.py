@@ -4,7 +4,9 @@ When a stream's route names a playback subject, the stream subscribes to it (ren
 stream's ids, named in its ``started`` event) for the stream's life. Each message is classified by
 the sans-IO core (:mod:`gateway.protocol.playback`), turned into the provider's own frames by the
 stream's dialect, and sent in arrival order. Messages that arrive when the socket is gone,
-malformed commands, and commands the provider has no equivalent for are counted, never sent.
+malformed commands, and commands the provider has no equivalent for are counted, never sent. Audio
+is never refused: a dialect that must send whole frames (Vonage's 20 ms, Exotel's multiples of 320
+bytes) keeps a part frame for the next message.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from gateway.protocol.playback import PlayAudio, PlayMessage, parse_play_message
 
 logger = logging.getLogger(__name__)
 
-Encode = Callable[[PlayMessage], tuple[Outgoing, ...]]
+Encode = Callable[[PlayMessage], tuple[Outgoing, ...] | None]
 """The stream's dialect, bound to the stream: one consumer message -> the provider's frames."""
 Send = Callable[[Outgoing], bool]
 """Send (or queue, when paced) one frame to the provider; False when the stream has ended."""
@@ -36,7 +38,7 @@ def forward(data: bytes, *, encode: Encode, send: Send, counter: Counter, subjec
         logger.info("playback message refused on %s: %s", subject, err.message)
         return
     kind = "media" if isinstance(message, PlayAudio) else message.kind
-    if not frames:
+    if frames is None:
         counter.labels("unsupported").inc()
         logger.info("playback message on %s: this provider has no %s message", subject, kind)
         return

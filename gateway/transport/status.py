@@ -1,141 +1,219 @@
-"""``/status``: stream status callbacks from the provider, republished as ``status`` events.
+"""``/status``: every provider's stream status callbacks, authenticated, republished as ``status`` events.
 
-Two shapes arrive (docs/protocols.md section 2.5): SWML/RELAY ``calling.call.stream`` JSON (POST, or
-GET with the JSON fields as query parameters since ``status_url_method`` may be GET) and cXML /
-Twilio form fields (``StreamEvent``, ``StreamSid``...). Each is validated; a bad payload gets 400
-with the reason. The event goes to the events subject of the route the ``control_id`` (or the
-stream name) resolves to, or ``events.{call_id}``. If NATS is down the answer is 503, so the
-provider retries instead of the event being lost.
+The shell reads each request once: the public URL the provider called (:func:`public_url`), the
+raw body, its form fields or JSON object, the lower-cased headers. Then, in this order:
+
+1. **authentication** (:mod:`gateway.transport.status_auth`): no valid credential is 401 with the
+   reason, before anything of the body is interpreted; a verified provider signature names the
+   provider;
+2. **the body**: a JSON body that does not parse, or is not an object, is 400;
+3. **the provider's parser** (:data:`gateway.protocol.dialects.STATUS_PARSERS`): the one of
+   ``?provider=NAME`` or of the verified signature, else each in turn until one recognises the
+   request; a callback in a provider's shape that does not validate is 400 with the reason;
+4. **publish** the ``status`` event (the :class:`~gateway.protocol.dialects.base.StatusUpdate`'s
+   fields) on the events subject of the route its ``control_id`` resolves to, else
+   ``events.{call_id}``. NATS down is 503 with ``Retry-After``, so the provider retries instead of
+   the event being lost.
+
+GET is served like POST: SWML's ``status_url_method`` and cXML's ``statusCallbackMethod`` may be GET.
+Every outcome is counted in ``sgw_status_callbacks_total{provider,reason}``.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
+from urllib.parse import parse_qsl
 
 import msgspec
 from aiohttp import web
 
 from gateway.errors import PublishRejected, PublishUnavailable
+from gateway.protocol.dialects import STATUS_PARSERS
+from gateway.protocol.dialects.base import StatusError, StatusParser, StatusRequest, StatusUpdate
+from gateway.settings import Settings
 from gateway.transport.keys import CONTEXT
+from gateway.transport.status_auth import CallbackRequest, StatusAuth
+from sgw_routes.model import PROVIDERS
 from sgw_routes.subjects import DEFAULT_EVENTS_SUBJECT, render
 
-_MAX_BODY = 64 * 1024
-_SWML_STATES = frozenset(("streaming", "finished"))
-_CXML_EVENTS = frozenset(("stream-started", "stream-stopped", "stream-error"))
+logger = logging.getLogger(__name__)
+
+STATUS_AUTH: Final = web.AppKey("status_auth", StatusAuth)
+_MAX_BODY: Final = 64 * 1024
+_REALM: Final = 'realm="stream-gateway"'
 
 
-class StatusError(ValueError):
-    pass
+class _Invalid(StatusError):
+    """A 400, with the provider label it is counted under."""
+
+    def __init__(self, message: str, provider: str) -> None:
+        super().__init__(message)
+        self.provider = provider
 
 
-def parse_status(content_type: str, body: bytes, query: Mapping[str, str]) -> dict[str, Any]:
-    """Normalise one callback into the fields of a ``status`` event (raises StatusError)."""
-    if content_type == "application/json" and body:
+def status_auth(settings: Settings) -> StatusAuth:
+    """The process's status credentials (read now: a bad file stops the start-up), announced in the log."""
+    auth = StatusAuth.from_settings(settings)
+    level, line = auth.describe()
+    logger.log(level, "%s", line)
+    return auth
+
+
+def public_url(request: web.Request, base: str) -> str:
+    """The URL the provider called, as it signed it: ``status.public_base_url`` + the raw path and
+    query when set, else rebuilt from ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` or the listener's
+    scheme and the ``Host`` header."""
+    path = request.raw_path  # as sent: percent-encoding and parameter order untouched
+    if base:
+        return base.rstrip("/") + path
+    scheme = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip() or request.scheme
+    host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip() or request.host
+    return f"{scheme}://{host}{path}"
+
+
+def _label(provider: str | None) -> str:
+    return provider if provider in PROVIDERS else "unknown"
+
+
+def _status_request(
+    json_body: bool, body: bytes, params: list[tuple[str, str]], query: Mapping[str, str], headers: Mapping[str, str]
+) -> StatusRequest:
+    data: Any = None
+    if json_body:
         try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
+            data = msgspec.json.decode(body)
+        except (msgspec.DecodeError, RecursionError):  # deep nesting is a RecursionError, not a DecodeError
             raise StatusError("body is not valid JSON") from None
         if not isinstance(data, dict):
             raise StatusError("JSON body must be an object")
-        return _swml(data)
-    fields: dict[str, str] = dict(query)
-    if body:
-        from urllib.parse import parse_qsl
+    return StatusRequest(json=data, form={**query, **dict(params)}, headers=headers)
 
+
+def _parsers() -> list[tuple[str, StatusParser]]:
+    """Each distinct parser once, in registry order, under the first name it is registered with."""
+    seen: dict[StatusParser, str] = {}
+    for name, parser in STATUS_PARSERS.items():
+        seen.setdefault(parser, name)
+    return [(name, parser) for parser, name in seen.items()]
+
+
+def dispatch(request: StatusRequest, forced: str | None, signed_by: str | None) -> StatusUpdate:
+    """The provider's update for one callback: the parser of ``signed_by`` (a verified signature) or
+    ``forced`` (``?provider=``), else the first parser that recognises it. Raises :class:`StatusError`."""
+    if forced is not None:
+        if forced not in PROVIDERS:
+            raise _Invalid(f"unknown provider {forced[:32]!r} (one of {', '.join(PROVIDERS)})", "unknown")
+        if forced not in STATUS_PARSERS:
+            raise _Invalid(f"no status callbacks are known for {forced}", forced)
+        if signed_by is not None and STATUS_PARSERS.get(signed_by) is not STATUS_PARSERS[forced]:
+            raise _Invalid(f"?provider={forced}, but the callback is signed by {signed_by}", forced)
+    name = signed_by or forced
+    if name is not None and name not in STATUS_PARSERS:
+        raise _Invalid(f"no status callbacks are known for {name}", name)
+    candidates = [(name, STATUS_PARSERS[name])] if name is not None else _parsers()
+    first_error: _Invalid | None = None
+    for parser_name, parser in candidates:
         try:
-            fields.update(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False))
-        except UnicodeDecodeError:
-            raise StatusError("form body is not UTF-8") from None
-    if "StreamEvent" in fields:
-        return _cxml(fields)
-    if "event_type" in fields:
-        params = {k.removeprefix("params."): v for k, v in fields.items() if k.startswith("params.")}
-        return _swml({**fields, "params": params})
-    raise StatusError("neither a calling.call.stream payload nor cXML StreamEvent fields")
+            update = parser(request)
+        except StatusError as exc:
+            first_error = first_error or _Invalid(str(exc), parser_name)
+            continue
+        if update is not None:
+            # A signature proves who sent it, ``?provider=`` says who the URL is for: either beats a guess.
+            return update if name is None or update.provider == name else dataclasses.replace(update, provider=name)
+    if first_error is not None:
+        raise first_error
+    if name is not None:
+        raise _Invalid(f"not a {name} status callback", name)
+    raise _Invalid(
+        f"not a status callback of a known provider ({', '.join(n for n, _ in _parsers())}); ?provider=NAME names one",
+        "unknown",
+    )
 
 
-def _swml(data: Mapping[str, Any]) -> dict[str, Any]:
-    if data.get("event_type") != "calling.call.stream":
-        raise StatusError(f"unsupported event_type {str(data.get('event_type'))[:64]!r}")
-    params = data.get("params")
-    if not isinstance(params, Mapping):
-        raise StatusError("params must be an object")
-    missing = [k for k in ("call_id", "control_id", "state") if not isinstance(params.get(k), str) or not params.get(k)]
-    if missing:
-        raise StatusError(f"params missing {', '.join(missing)}")
-    if params["state"] not in _SWML_STATES:
-        raise StatusError(f"unknown state {str(params['state'])[:32]!r}")
-    out: dict[str, Any] = {
-        "provider": "signalwire",
-        "call_id": params["call_id"],
-        "stream_id": "",
-        "control_id": params["control_id"],
-        "state": params["state"],
-        "name": str(params.get("name") or ""),
-        "account_id": str(data.get("project_id") or ""),
-        "provider_ts": data.get("timestamp"),
+def status_event(update: StatusUpdate, ts: float) -> dict[str, Any]:
+    """The ``status`` event's body: the update's fields, then its extras (which cannot replace them)."""
+    event: dict[str, Any] = {
+        "type": "status",
+        "ts": ts,
+        "traceparent": "",
+        "provider": update.provider,
+        "call_id": update.call_id,
+        "stream_id": update.stream_id,
+        "control_id": update.control_id,
+        "state": update.state,
+        "name": update.name,
+        "account_id": update.account_id,
+        "provider_ts": update.provider_ts,
     }
-    for extra in ("node_id", "segment_id", "tag"):
-        if params.get(extra):
-            out[extra] = str(params[extra])
-    return out
+    for key, value in update.extra.items():
+        event.setdefault(key, value)
+    return event
 
 
-def _cxml(fields: Mapping[str, str]) -> dict[str, Any]:
-    event = fields.get("StreamEvent", "")
-    if event not in _CXML_EVENTS:
-        raise StatusError(f"unknown StreamEvent {event[:32]!r}")
-    if not fields.get("CallSid"):
-        raise StatusError("CallSid missing")
-    stream_sid = fields.get("StreamSid", "")
-    out: dict[str, Any] = {
-        "provider": "twilio" if stream_sid.startswith("MZ") else "signalwire",
-        "call_id": fields["CallSid"],
-        "stream_id": stream_sid,
-        "control_id": fields.get("StreamName") or stream_sid,
-        "state": event,
-        "name": fields.get("StreamName", ""),
-        "account_id": fields.get("AccountSid", ""),
-        "provider_ts": fields.get("Timestamp"),
-    }
-    if fields.get("StreamError"):
-        out["error"] = fields["StreamError"]
-    if fields.get("StreamTrack"):
-        out["track"] = fields["StreamTrack"]
-    return out
+def _challenge(auth: StatusAuth) -> str:
+    creds = auth.credentials
+    challenges = [f"Basic {_REALM}"] if creds.basic is not None or not creds.bearer else []
+    if creds.bearer:
+        challenges.append(f"Bearer {_REALM}")
+    return ", ".join(challenges)
 
 
 async def status_endpoint(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
+    auth = request.app[STATUS_AUTH]
+    counted = ctx.metrics.status_callbacks
     body = await request.read()
+    forced = request.query.get("provider")
+    url = public_url(request, auth.settings.public_base_url)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    json_body = request.content_type == "application/json" and bool(body)
+    params: list[tuple[str, str]] = []
+    undecodable = False
+    if body and not json_body:
+        try:
+            params = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+        except UnicodeDecodeError:
+            undecodable = True
+    verdict = auth.authenticate(CallbackRequest(request.method, url, headers, body, tuple(params), json_body))
+    if not verdict.accepted:
+        counted.labels(_label(forced) if forced else verdict.claimed, "unauthorized").inc()
+        auth.log_refusal(verdict, url)
+        return web.json_response(
+            {"error": f"unauthorized: {verdict.problem}"}, status=401, headers={"WWW-Authenticate": _challenge(auth)}
+        )
     try:
         if len(body) > _MAX_BODY:
             raise StatusError("body too large")
-        status = parse_status(request.content_type, body, request.query)
+        if undecodable:
+            raise StatusError("form body is not UTF-8")
+        update = dispatch(_status_request(json_body, body, params, request.query, headers), forced, verdict.provider)
     except StatusError as exc:
-        ctx.metrics.status_callbacks.labels("unknown", "invalid").inc()
+        label = exc.provider if isinstance(exc, _Invalid) else _label(verdict.provider or forced)
+        counted.labels(_label(label), "invalid").inc()
         return web.json_response({"error": str(exc)}, status=400)
-    route = ctx.routes.snapshot().match(status["control_id"], (), {})
-    template = route.events_subject if route is not None else DEFAULT_EVENTS_SUBJECT
+    provider = _label(update.provider)
+    route = ctx.routes.snapshot().match(update.control_id, (), {}, update.provider)
     subject = render(
-        template,
+        route.events_subject if route is not None else DEFAULT_EVENTS_SUBJECT,
         {
-            "call_id": status["call_id"],
-            "stream_id": status["stream_id"],
-            "control_id": status["control_id"],
+            "call_id": update.call_id,
+            "stream_id": update.stream_id,
+            "control_id": update.control_id,
             "route": route.metric_label if route is not None else "",
-            "account_id": status["account_id"],
+            "account_id": update.account_id,
         },
     )
-    event = {"type": "status", "ts": time.time(), "traceparent": "", **status}
+    payload = msgspec.json.encode(status_event(update, time.time()))
     try:
-        await ctx.publisher.publish(subject, msgspec.json.encode(event), {"Sgw-Event": "status"})
+        await ctx.publisher.publish(subject, payload, {"Sgw-Event": "status"})
     except (PublishUnavailable, PublishRejected) as exc:
-        ctx.metrics.status_callbacks.labels(status["provider"], "unavailable").inc()
+        counted.labels(provider, "unavailable").inc()
         return web.json_response({"error": exc.message}, status=503, headers={"Retry-After": "1"})
-    ctx.metrics.status_callbacks.labels(status["provider"], "accepted").inc()
+    counted.labels(provider, "accepted").inc()
     ctx.metrics.events_published.labels("status").inc()
     return web.json_response({"ok": True})

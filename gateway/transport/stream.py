@@ -24,18 +24,21 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 from gateway.errors import CloseCode, GatewayError, LocalProtocolError, RemoteProtocolError, ShuttingDown
 from gateway.observability.logging import StreamLogger
 from gateway.protocol.actions import Action, Close, EventOut, FrameOut, Started, StreamInfo
+from gateway.protocol.auth import NO_CREDENTIALS, Credentials
 from gateway.protocol.dialects import create
 from gateway.protocol.dialects.base import Decoded, Dialect, Outgoing, as_events, binary_refused
 from gateway.protocol.dialects.detect import DEFAULT, detect
 from gateway.protocol.events import InboundEvent, Media
 from gateway.protocol.session import State, StreamSession, TrackStats
 from gateway.publish.base import StreamOutbox
+from gateway.publish.fanout import FanoutOutbox
 from gateway.publish.jetstream import JetStreamOutbox
 from gateway.publish.outbox import EventFlood, Outbox
 from gateway.publish.wire import FrameTemplate
 from gateway.transport.context import GatewayContext
 from gateway.transport.pacer import Pacer
 from gateway.transport.playback import forward
+from gateway.transport.transcode import frame_sink, subject_sets
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ _TEXT: Final = WSMsgType.TEXT
 _BINARY: Final = WSMsgType.BINARY
 _TRACK_INDEX: Final = {"inbound": 0, "outbound": 1}
 _JSON: Final = msgspec.json.Encoder()
+_CLOSE_LINGER: Final = 2.0
+"""Seconds a peer has to answer our close frame before the connection is cut."""
 _SAMPLE_MASK: Final = 63
 """One frame in 64 (per track) is timed for ``sgw_publish_latency_seconds``."""
 
@@ -53,6 +58,7 @@ class ProviderStream(WSListener):
         "_active_at",
         "_close_code",
         "_close_reason",
+        "_close_sent_at",
         "_binary",
         "_connected_at",
         "_dialect",
@@ -75,21 +81,27 @@ class ProviderStream(WSListener):
         "route",
         "session",
         "socket_open",
-        "token_present",
+        "auth_failure",
         "transport",
     )
 
     def __init__(
-        self, ctx: GatewayContext, *, path_key: str | None, token: str | None, provider: str | None = None
+        self,
+        ctx: GatewayContext,
+        *,
+        path_key: str | None,
+        credentials: Credentials = NO_CREDENTIALS,
+        provider: str | None = None,
     ) -> None:
         super().__init__()
         self.ctx = ctx
-        self.token_present = token is not None
+        self.auth_failure = credentials.failure
+        """``sgw_auth_failures_total`` labels should ``start`` refuse these credentials (no secret)."""
         self.session = StreamSession(
             tables=ctx.routes.snapshot,
             config=ctx.session_config,
             path_key=path_key,
-            token=token,
+            credentials=credentials,
             traceparent=self._open_span,
         )
         self.outbox: StreamOutbox | None = None
@@ -116,6 +128,7 @@ class ProviderStream(WSListener):
         self._span: Span | None = None
         self._close_code: int | None = None
         self._close_reason = ""
+        self._close_sent_at = 0.0
         self._unsubscribe_play: Callable[[], None] | None = None
         self._latency = ctx.metrics.publish_latency.labels("unrouted")
         self.socket_open = False
@@ -161,7 +174,11 @@ class ProviderStream(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if transport.is_close_frame_sent:
-            return  # closing (our close, or picows' after a bad frame): nothing more is taken
+            # Closing (our close, or picows' after a bad frame): nothing more is taken, and the
+            # peer's close frame ends the connection (see _close).
+            if frame.msg_type is WSMsgType.CLOSE:
+                transport.disconnect()
+            return
         try:
             kind = frame.msg_type
             if (
@@ -247,7 +264,11 @@ class ProviderStream(WSListener):
             unsubscribe, self._unsubscribe_play = self._unsubscribe_play, None
             unsubscribe()
         if self._pacer is not None:
+            # Back-channel frames lost to the pacer's bound, or still waiting at the end: counted.
+            lost = self._pacer.dropped + len(self._pacer)
             self._pacer.stop()
+            if lost:
+                self.ctx.metrics.playback_messages.labels("dropped").inc(lost)
         if self.outbox is not None:
             self.outbox.seal()
         self._finish_observability()
@@ -303,7 +324,7 @@ class ProviderStream(WSListener):
                 case Started(info=info):
                     self._started(info)
                 case FrameOut(track=track, seq=seq, ts=ts, payload=payload) if self.outbox is not None:
-                    self.outbox.frame(_TRACK_INDEX[track], seq, ts, payload)
+                    self._frame(_TRACK_INDEX[track], seq, ts, payload)
                 case Close(code=code, reason=reason):
                     self._close(code, reason)
 
@@ -346,14 +367,20 @@ class ProviderStream(WSListener):
                 stream_id=info.stream_id,
                 capacity=capacity,
                 max_events=max_events,
+                window=ctx.settings.nats.jetstream_window,
                 drop_oldest=drop_oldest,
+                on_event_dropped=self._event_dropped,
+            )
+        elif info.copies:
+            self.outbox = FanoutOutbox(
+                ctx.publisher, subject_sets(info), capacity=capacity, max_events=max_events, drop_oldest=drop_oldest
             )
         else:
             templates = [FrameTemplate(subject, info.frame_headers) for subject in info.audio_subjects]
             self.outbox = Outbox(
                 ctx.publisher, templates, capacity=capacity, max_events=max_events, drop_oldest=drop_oldest
             )
-        self._frame = self.outbox.frame
+        self._frame = frame_sink(info, self.outbox)  # a plain route's: outbox.frame itself
         self._latency = ctx.metrics.publish_latency.labels(route)
         m = ctx.metrics
         m.streams_started.labels(route, info.provider).inc()
@@ -363,6 +390,10 @@ class ProviderStream(WSListener):
         )
         if info.playback_subject is not None:
             self._unsubscribe_play = ctx.publisher.subscribe(info.playback_subject, self._on_play)
+
+    def _event_dropped(self, reason: str) -> None:
+        """A JetStream route's stream refused an event for good (logged once by the router)."""
+        self.ctx.metrics.events_dropped.labels(reason).inc()
 
     def _on_play(self, data: bytes) -> None:
         info = self.session.info
@@ -398,8 +429,12 @@ class ProviderStream(WSListener):
             self._close_reason = self._close_reason or reason
         transport = self.transport
         if transport is not None and self.socket_open and not transport.is_close_frame_sent:
+            # The TCP connection stays open until the peer answers with its close frame (or
+            # _CLOSE_LINGER passes, see check): closing it at once while the peer is still
+            # sending makes the kernel reset it, and a reset discards our close frame on the
+            # peer's side, so the provider would see 1006 instead of the reason.
             transport.send_close(WSCloseCode(code), reason.encode()[:123])
-            transport.disconnect()
+            self._close_sent_at = time.monotonic()
 
     def _fail(self, err: GatewayError) -> None:
         ctx = self.ctx
@@ -408,7 +443,7 @@ class ProviderStream(WSListener):
             if isinstance(err, EventFlood):  # the event that did not fit is the one refused
                 ctx.metrics.events_dropped.labels("flood").inc()
         elif err.reason == "unauthorized":
-            ctx.metrics.auth_failures.labels("invalid" if self.token_present else "missing").inc()
+            ctx.metrics.auth_failures.labels(*self.auth_failure).inc()
         self._log.info("closing stream: %s (%s, code %d)", err.message, err.reason, int(err.close_code))
         if self._span is not None:
             ctx.tracing.event(self._span, "error", {"reason": err.reason, "code": int(err.close_code)})
@@ -449,7 +484,13 @@ class ProviderStream(WSListener):
         receive timeouts, and the heartbeat (a PING when the peer has been silent for
         ``websocket.heartbeat``; another silent heartbeat ends it)."""
         transport = self.transport
-        if not self.socket_open or transport is None or self.session.state is State.CLOSED:
+        if not self.socket_open or transport is None:
+            return
+        if transport.is_close_frame_sent:
+            if now - self._close_sent_at >= _CLOSE_LINGER:
+                transport.disconnect()  # the peer never answered our close
+            return
+        if self.session.state is State.CLOSED:
             return
         ws = self.ctx.settings.websocket
         pairs = self.session.track_pair

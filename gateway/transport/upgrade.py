@@ -3,10 +3,12 @@
 picows hands every upgrade request to :func:`listener_factory`'s function before it answers. Refused
 with 503 (so the load balancer tries another pod): while draining, before the first route table,
 while the process is saturated (event-loop lag over ``server.max_loop_lag``), and at the stream
-limit. ``?provider=NAME`` forces the stream's dialect (an unknown name is a 400). With the route
-key in the path, the bearer token is checked against every route that key can reach: 401 before
-any audio. Without a path key the route is known only at ``start``; the
-session checks the token there, before the first frame is accepted.
+limit. ``?provider=NAME`` forces the stream's dialect (an unknown name is a 400). The request's
+credentials are read once here (``gateway.protocol.auth``: bearer token, Basic, Twilio signature)
+and handed to the stream. With the route key in the path they are checked against every route
+that key can reach: 401 before any audio, with a ``WWW-Authenticate`` challenge per kind those
+routes accept. Without a path key the route is known only at ``start``; the session checks the
+credentials there, before the first frame is accepted.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from picows import WSListener, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
+from gateway.protocol.auth import candidates_accept, challenge, read_credentials
 from gateway.protocol.dialects import DIALECTS, SUBPROTOCOLS
-from gateway.protocol.session import route_candidates_accept
 from gateway.transport.context import GatewayContext
 from gateway.transport.stream import ProviderStream
 
@@ -32,14 +34,6 @@ ListenerFactory = Callable[[WSUpgradeRequest], WSListener | WSUpgradeResponseWit
 def _refuse(status: int, error: str, headers: dict[str, str]) -> WSUpgradeResponseWithListener:
     body = json.dumps({"error": error}).encode()
     return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(status, body, headers), None)
-
-
-def bearer_token(header: str | None) -> str | None:
-    """The token of ``Authorization: Bearer <token>``; None if absent or another scheme."""
-    scheme, _, value = (header or "").partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    return value.strip()
 
 
 def _subprotocol(header: str | None) -> str | None:
@@ -79,12 +73,16 @@ def listener_factory(ctx: GatewayContext) -> ListenerFactory:
         if provider is not None and provider not in DIALECTS:
             metrics.upgrades_rejected.labels("unknown_provider").inc()
             return _refuse(400, f"unknown provider {provider[:32]!r}; known: {', '.join(DIALECTS)}", _JSON_HEADERS)
-        token = bearer_token(request.headers.get("Authorization"))
-        if path_key is not None and not route_candidates_accept(ctx.routes.snapshot(), path_key, token):
-            metrics.auth_failures.labels("invalid" if token else "missing").inc()
-            metrics.upgrades_rejected.labels("unauthorized").inc()
-            return _refuse(401, "unauthorized", {**_JSON_HEADERS, "WWW-Authenticate": "Bearer"})
-        stream = ProviderStream(ctx, path_key=path_key, token=token, provider=provider)
+        # The target as received (a Twilio signature covers its bytes: surrogateescape keeps them exact).
+        target = request.path.decode("utf-8", "surrogateescape")
+        credentials = read_credentials(request.headers.get, target, ctx.settings.websocket.public_url)
+        if path_key is not None:
+            candidates = ctx.routes.snapshot().candidates(path_key)
+            if not candidates_accept(candidates, credentials):
+                metrics.auth_failures.labels(*credentials.failure).inc()
+                metrics.upgrades_rejected.labels("unauthorized").inc()
+                return _refuse(401, "unauthorized", {**_JSON_HEADERS, "WWW-Authenticate": challenge(candidates)})
+        stream = ProviderStream(ctx, path_key=path_key, credentials=credentials, provider=provider)
         offered = _subprotocol(request.headers.get("Sec-WebSocket-Protocol"))
         if offered is None:
             return stream

@@ -1,6 +1,7 @@
 """kopf wiring: thin handlers that feed the reconciler, registered by :func:`build_registry`.
 
-Two kopf indices hold every StreamRoute (validated snapshots) and which Secrets they reference;
+Two kopf indices hold every StreamRoute (validated snapshots) and which Secrets they reference
+(every auth kind: bearer token, basic-auth, Twilio auth token);
 kopf runs no handler before both are complete after (re)listing, which is what lets each round
 recompute the table from ALL routes. Any StreamRoute event triggers a round; a deletion holds the
 finalizer until a table without the route is live; events on Secrets that some route references
@@ -25,10 +26,11 @@ from prometheus_client import CollectorRegistry
 from sgw_operator.errors import ConfigError
 from sgw_operator.kube import COMPONENT, GROUP, PLURAL, VERSION, HttpKubeApi, connection_info
 from sgw_operator.metrics import MetricsServer, OperatorMetrics
-from sgw_operator.model import RouteSnapshot, secret_ref, snapshot
+from sgw_operator.model import RouteSnapshot, secret_refs, snapshot
 from sgw_operator.reconciler import Reconciler
 from sgw_operator.settings import OperatorSettings, load_settings
 from sgw_operator.sink import NatsKvSink
+from sgw_operator.streams import NatsStreams
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +88,14 @@ async def start_runtime(
     await server.start()
     kube = HttpKubeApi(lambda: connection_info(kopf_settings, kubeconfig=op.kubeconfig))
     sink = NatsKvSink(op.nats, op.kv)
-    reconciler = Reconciler(kube=kube, sink=sink, metrics=metrics, namespaces=op.namespaces)
+    reconciler = Reconciler(
+        kube=kube,
+        sink=sink,
+        metrics=metrics,
+        namespaces=op.namespaces,
+        streams=NatsStreams(sink.jetstream),
+        stream_recheck=op.stream_recheck,
+    )
     task = asyncio.create_task(reconciler.run(), name="sgw-reconciler")
     rt = Runtime(op, metrics, server, kube, sink, reconciler, task)
     memo[_MEMO_KEY] = rt
@@ -135,9 +144,9 @@ def index_routes(body: kopf.Body, **_: Any) -> dict[str, RouteSnapshot]:
 
 
 def index_route_secrets(body: kopf.Body, **_: Any) -> dict[tuple[str, str], str] | None:
-    ref = secret_ref(body)
     meta = body.get("metadata") or {}
-    return {ref: f"{meta.get('namespace')}/{meta.get('name')}"} if ref is not None else None
+    route = f"{meta.get('namespace')}/{meta.get('name')}"
+    return dict.fromkeys(sorted(secret_refs(body)), route) or None
 
 
 def _routes(kwargs: dict[str, Any]) -> kopf.Index[str, RouteSnapshot]:

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 logger = logging.getLogger(__name__)
 
-RECONCILE_REASONS: Final = ("accepted", "invalid", "secret_not_found", "conflicted", "error")
+RECONCILE_REASONS: Final = ("accepted", "invalid", "secret_not_found", "conflicted", "stream_not_ready", "error")
 ERROR_REASONS: Final = ("kubernetes", "nats", "internal")
 PUBLISH_REASONS: Final = ("ok", "error")
 METRIC_NAMES: Final = (
@@ -36,7 +36,8 @@ class OperatorMetrics:
         self.reconciles = Counter(
             "sgw_operator_reconciles_total",
             "StreamRoute status changes written, by outcome (accepted, invalid, secret_not_found, "
-            "conflicted; error: valid but the table could not be published).",
+            "conflicted; stream_not_ready: a durable route's JetStream stream is missing, refused or does not cover "
+            "its subjects; error: valid but the table could not be published).",
             ["reason"],
             registry=registry,
         )

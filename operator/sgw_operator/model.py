@@ -1,7 +1,9 @@
 """Pure reconcile model: StreamRoute objects and Secrets in, the desired route table out.
 
 Owns what the operator decides and nothing it does: snapshots of StreamRoute objects (validated
-once, when an event arrives), Secret contents reduced to token hashes, and :func:`evaluate`,
+once, when an event arrives), Secret contents reduced to the stored forms of credentials (token
+and ``username:password`` hashes, Twilio HMAC key schedules: ``sgw_routes.credentials``; the
+Secret itself is dropped), and :func:`evaluate`,
 which recomputes the whole table from ALL current routes through ``sgw_routes.compile`` (so a
 restart converges to the same table) and gives every route an :class:`Outcome`. No kopf, no
 I/O, no clock: the reconciler feeds it and ``status`` turns outcomes into conditions.
@@ -16,7 +18,8 @@ from typing import Any, Final
 
 import msgspec
 
-from sgw_routes.compile import compile_table
+from sgw_routes.compile import RouteSecrets, compile_table
+from sgw_routes.credentials import BASIC_PASSWORD_KEY, BASIC_USERNAME_KEY, hash_basic, twilio_key
 from sgw_routes.manifest import InvalidRoute, StreamRouteSpec, parse_streamroute
 from sgw_routes.model import Route, RoutingTable, hash_token
 
@@ -25,8 +28,9 @@ CONFLICTED: Final = "Conflicted"
 SECRET_NOT_FOUND: Final = "SecretNotFound"
 SECRET_KEY_NOT_FOUND: Final = "SecretKeyNotFound"
 INVALID_SECRET: Final = "InvalidSecret"
-"""The key exists but cannot be a token (empty after stripping, or not UTF-8). An empty token is
-refused rather than hashed: the hash of "" would let an empty bearer token in."""
+"""The key exists but cannot be a credential (empty after stripping, not UTF-8, a Basic user name
+with a colon). An empty token is refused rather than hashed: the hash of "" would let an empty
+bearer token in."""
 
 SecretKey = tuple[str, str]
 """(namespace, Secret name)."""
@@ -79,44 +83,70 @@ def snapshot(body: Mapping[str, Any]) -> RouteSnapshot:
     return RouteSnapshot(**common, spec=spec)
 
 
-def secret_ref(body: Mapping[str, Any]) -> SecretKey | None:
-    """The Secret a StreamRoute object references, read leniently (for the Secret watch filter)."""
+def secret_refs(body: Mapping[str, Any]) -> set[SecretKey]:
+    """The Secrets a StreamRoute object references, read leniently (for the Secret watch filter):
+    ``bearerTokenSecretRef``, ``basicAuthSecretRef`` and ``twilioSignature.authTokenSecretRef``."""
     meta = body.get("metadata") or {}
     spec = body.get("spec") or {}
     auth = spec.get("auth") if isinstance(spec, Mapping) else None
-    ref = auth.get("bearerTokenSecretRef") if isinstance(auth, Mapping) else None
-    name = ref.get("name") if isinstance(ref, Mapping) else None
-    if not isinstance(name, str) or not name:
-        return None
-    return (str(meta.get("namespace") or "default"), name)
+    if not isinstance(auth, Mapping):
+        return set()
+    twilio = auth.get("twilioSignature")
+    refs = (
+        auth.get("bearerTokenSecretRef"),
+        auth.get("basicAuthSecretRef"),
+        twilio.get("authTokenSecretRef") if isinstance(twilio, Mapping) else None,
+    )
+    namespace = str(meta.get("namespace") or "default")
+    names = (ref.get("name") if isinstance(ref, Mapping) else None for ref in refs)
+    return {(namespace, name) for name in names if isinstance(name, str) and name}
 
 
 class SecretState(msgspec.Struct, frozen=True, kw_only=True):
-    """A Secret reduced to what routing needs: a hash per usable key. Never holds a token."""
+    """A Secret reduced to what routing may need: the stored forms of each usable key, and of its
+    ``username``/``password`` pair. Never holds a token or a password."""
 
     found: bool
     hashes: dict[str, str] = {}
+    """Key -> SHA-256 of its value (a bearer token)."""
+    twilio_keys: dict[str, str] = {}
+    """Key -> HMAC-SHA1 key schedule of its value (a Twilio auth token)."""
+    basic_sha256: str | None = None
+    """SHA-256 of ``username:password`` when both keys are usable."""
     problems: dict[str, str] = {}
-    """Keys that exist but hold no usable token -> why."""
+    """Keys that exist but hold no usable value -> why (``username`` also when it holds a colon)."""
 
 
 def secret_state(secret: Mapping[str, Any] | None) -> SecretState:
-    """Hash every key of a Secret as the gateway's file mode does (trailing whitespace stripped)."""
+    """Reduce every key of a Secret as the gateway's file mode does (trailing whitespace stripped)."""
     if secret is None:
         return SecretState(found=False)
-    hashes: dict[str, str] = {}
+    values: dict[str, str] = {}
     problems: dict[str, str] = {}
     for key, encoded in (secret.get("data") or {}).items():
         try:
-            token = base64.b64decode(str(encoded or ""), validate=True).decode("utf-8").rstrip()
+            value = base64.b64decode(str(encoded or ""), validate=True).decode("utf-8").rstrip()
         except (binascii.Error, UnicodeDecodeError):
             problems[key] = "is not UTF-8 text"
             continue
-        if token:
-            hashes[key] = hash_token(token)
+        if value:
+            values[key] = value
         else:
             problems[key] = "is empty"
-    return SecretState(found=True, hashes=hashes, problems=problems)
+    basic = None
+    username, password = values.get(BASIC_USERNAME_KEY), values.get(BASIC_PASSWORD_KEY)
+    if username is not None and password is not None:
+        try:
+            basic = hash_basic(username, password)
+        except ValueError:
+            problems[BASIC_USERNAME_KEY] = "contains ':', which HTTP Basic cannot carry in a user name"
+    return SecretState(
+        found=True,
+        hashes={key: hash_token(value) for key, value in values.items()},
+        twilio_keys={key: twilio_key(value) for key, value in values.items()},
+        basic_sha256=basic,
+        problems=problems,
+    )
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -139,27 +169,45 @@ class Evaluation(msgspec.Struct, frozen=True):
 
 def referenced_secrets(snapshots: Iterable[RouteSnapshot]) -> set[SecretKey]:
     return {
-        (s.namespace, s.spec.secret_ref.name)
-        for s in snapshots
-        if not s.deleting and s.spec is not None and s.spec.secret_ref is not None
+        (s.namespace, name) for s in snapshots if not s.deleting and s.spec is not None for name in s.spec.secret_names
     }
 
 
-def _resolve(spec: StreamRouteSpec, secrets: Mapping[SecretKey, SecretState]) -> tuple[str | None, Outcome | None]:
-    """(token hash, None) when usable, else (None, the failing outcome)."""
-    ref = spec.secret_ref
-    if ref is None:
-        return None, None
-    state = secrets.get((spec.namespace, ref.name))
-    where = f"Secret {spec.namespace}/{ref.name}"
+class _Unresolved(Exception):
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
+
+
+def _lookup(
+    spec: StreamRouteSpec, secrets: Mapping[SecretKey, SecretState], name: str, keys: Iterable[str]
+) -> SecretState:
+    """The Secret, checked to exist and to hold every one of ``keys`` usably."""
+    state = secrets.get((spec.namespace, name))
+    where = f"Secret {spec.namespace}/{name}"
     if state is None or not state.found:
-        return None, Outcome(reason=SECRET_NOT_FOUND, message=f"{where} does not exist", accepted=True)
-    if ref.key in state.hashes:
-        return state.hashes[ref.key], None
-    if ref.key in state.problems:
-        message = f"key {ref.key!r} of {where} {state.problems[ref.key]}"
-        return None, Outcome(reason=INVALID_SECRET, message=message, accepted=True)
-    return None, Outcome(reason=SECRET_KEY_NOT_FOUND, message=f"{where} has no key {ref.key!r}", accepted=True)
+        raise _Unresolved(Outcome(reason=SECRET_NOT_FOUND, message=f"{where} does not exist", accepted=True))
+    for key in keys:
+        if key in state.problems:
+            message = f"key {key!r} of {where} {state.problems[key]}"
+            raise _Unresolved(Outcome(reason=INVALID_SECRET, message=message, accepted=True))
+        if key not in state.hashes:
+            message = f"{where} has no key {key!r}"
+            raise _Unresolved(Outcome(reason=SECRET_KEY_NOT_FOUND, message=message, accepted=True))
+    return state
+
+
+def _resolve(spec: StreamRouteSpec, secrets: Mapping[SecretKey, SecretState]) -> RouteSecrets:
+    """The route's credentials in stored form; raises :class:`_Unresolved` with the first problem."""
+    bearer = basic = twilio = None
+    if spec.secret_ref is not None:
+        bearer = _lookup(spec, secrets, spec.secret_ref.name, [spec.secret_ref.key]).hashes[spec.secret_ref.key]
+    if spec.basic_secret is not None:
+        basic = _lookup(spec, secrets, spec.basic_secret, [BASIC_USERNAME_KEY, BASIC_PASSWORD_KEY]).basic_sha256
+    if spec.twilio_ref is not None:
+        ref = spec.twilio_ref
+        twilio = _lookup(spec, secrets, ref.name, [ref.key]).twilio_keys[ref.key]
+    return RouteSecrets(token_sha256=bearer, basic_sha256=basic, twilio_key=twilio)
 
 
 def conflict_message(loser: Route, winner: Route) -> str:
@@ -177,20 +225,20 @@ def evaluate(snapshots: Iterable[RouteSnapshot], secrets: Mapping[SecretKey, Sec
     """Recompute the whole table and every route's outcome. Deterministic in its inputs."""
     outcomes: dict[str, Outcome] = {}
     specs: list[StreamRouteSpec] = []
-    hashes: dict[str, str | None] = {}
+    resolved: dict[str, RouteSecrets] = {}
     for snap in sorted(snapshots, key=lambda s: s.key):
         if snap.deleting:
             continue
         if snap.spec is None:
             outcomes[snap.key] = Outcome(reason=snap.invalid_reason, message=snap.invalid_message, accepted=False)
             continue
-        token_hash, failed = _resolve(snap.spec, secrets)
-        if failed is not None:
-            outcomes[snap.key] = failed
+        try:
+            resolved[snap.spec.key] = _resolve(snap.spec, secrets)
+        except _Unresolved as exc:
+            outcomes[snap.key] = exc.outcome
             continue
         specs.append(snap.spec)
-        hashes[snap.spec.key] = token_hash
-    compiled = compile_table(specs, hashes, version=0)
+    compiled = compile_table(specs, resolved, version=0)
     by_name = {route.name: route for route in compiled.table.routes}
     losers = {spec.key: spec for spec in specs if spec.key in compiled.conflicts}
     for spec in specs:

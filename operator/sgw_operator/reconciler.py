@@ -3,8 +3,10 @@
 kopf handlers only call :meth:`Reconciler.trigger` (and a deletion waits in
 :meth:`Reconciler.wait_removed`). Triggers coalesce: a round always starts from ALL current
 StreamRoutes (the kopf index, complete before any handler runs, so a restart converges), reads
-the referenced Secrets it has not cached, evaluates (``model``), writes the table to the sink
-when its content changed, then patches the ``/status`` of every route whose status differs
+the referenced Secrets it has not cached, evaluates (``model``), creates or updates the JetStream
+streams of the durable routes it serves (``streams``), writes the table to the sink when its
+content changed, deletes the streams that deleted routes let go (``deletePolicy: Delete``), then
+patches the ``/status`` of every route whose status differs
 (including routes whose conflict appeared or vanished because of another route) and posts an
 Event per ``Ready`` transition. A failed round leaves the live table as it was and is retried
 with backoff. No clocks or API shapes leak into ``model``/``status``.
@@ -33,6 +35,8 @@ from sgw_operator.model import (
     secret_state,
 )
 from sgw_operator.sink import TableSink
+from sgw_operator.streams import StreamManager, StreamOutcome, unavailable
+from sgw_routes.manifest import StreamRouteSpec
 from sgw_routes.model import Route, RoutingTable
 
 logger = logging.getLogger(__name__)
@@ -69,6 +73,8 @@ class Reconciler:
         clock: Callable[[], str] = utc_now,
         backoff: Sequence[float] = DEFAULT_BACKOFF,
         concurrency: int = 8,
+        streams: StreamManager | None = None,
+        stream_recheck: float = 30.0,
     ) -> None:
         self._kube = kube
         self._sink = sink
@@ -77,6 +83,9 @@ class Reconciler:
         self._clock = clock
         self._backoff = tuple(backoff)
         self._concurrency = concurrency
+        self._streams = streams
+        self._stream_recheck = stream_recheck
+        self._recheck: asyncio.TimerHandle | None = None
         self._routes: RouteIndex | None = None
         self._secrets: dict[SecretKey, SecretState] = {}
         self._secret_epochs: dict[SecretKey, int] = {}
@@ -187,19 +196,43 @@ class Reconciler:
         live = [snap for snap in snapshots if not snap.deleting]
         secrets = await self._load_secrets(referenced_secrets(live))
         evaluation = evaluate(snapshots, secrets)
+        specs = [snap.spec for snap in live if snap.spec is not None]
+        served = [spec for spec in specs if evaluation.outcomes[spec.key].route is not None]
+        # Streams before the table: a gateway never gets a durable route whose stream is missing.
+        streams, stream_error = await self._ensure_streams(served)
         publish_error: str | None = None
         try:
             await self._publish(evaluation.table)
             self._table_ok = max(self._table_ok, ticket)
         except SinkUnavailable as exc:
             publish_error = exc.message
-        failures = await self._write_statuses(live, evaluation, publish_error)
+        if publish_error is None:
+            stream_error = await self._remove_streams(snapshots, specs) or stream_error
+        failures = await self._write_statuses(live, evaluation, publish_error, streams)
+        if self._recheck is None and not all(outcome.ok for outcome in streams.values()):
+            # Nothing in Kubernetes changes when a stream is created by hand: look again later.
+            self._recheck = asyncio.get_running_loop().call_later(self._stream_recheck, self._recheck_streams)
         keys = {snap.key for snap in live}
         self._written = {k: v for k, v in self._written.items() if k in keys}
-        if publish_error is not None:
-            raise SinkUnavailable(publish_error)
+        for error in (publish_error, stream_error):
+            if error is not None:
+                raise SinkUnavailable(error)
         if failures:
             raise failures[0]
+
+    def _recheck_streams(self) -> None:
+        self._recheck = None
+        self.trigger()
+
+    async def _ensure_streams(self, served: list[StreamRouteSpec]) -> tuple[dict[str, StreamOutcome], str | None]:
+        """The ``StreamReady`` of every served durable route; and why NATS could not be asked."""
+        if self._streams is None or all(spec.jetstream is None for spec in served):
+            return {}, None
+        try:
+            await self._open_sink()
+            return await self._streams.ensure(served), None
+        except SinkUnavailable as exc:
+            return unavailable(served, exc.message), exc.message
 
     async def _load_secrets(self, needed: set[SecretKey]) -> dict[SecretKey, SecretState]:
         self._secrets = {k: v for k, v in self._secrets.items() if k in needed}
@@ -212,12 +245,23 @@ class Reconciler:
             if isinstance(body, BaseException):
                 # Keep the live table rather than drop routes over a transient API error.
                 raise body if isinstance(body, KubeApiError) else KubeApiError(0, f"reading Secret: {body}")
-            found[key] = secret_state(body)  # the token is hashed here and the body dropped
+            found[key] = secret_state(body)  # reduced to stored forms here, the body dropped
             if self._secret_epochs.get(key, 0) == epochs[key]:
                 self._secrets[key] = found[key]  # else it changed meanwhile: re-read next round
         return found
 
-    async def _publish(self, table: RoutingTable) -> None:
+    async def _remove_streams(self, snapshots: list[RouteSnapshot], kept: list[StreamRouteSpec]) -> str | None:
+        """Delete the streams deleted routes let go (after the table without them is live)."""
+        deleted = [snap.spec for snap in snapshots if snap.deleting and snap.spec is not None]
+        if self._streams is None or not deleted:
+            return None
+        try:
+            await self._streams.remove(deleted, kept)
+        except SinkUnavailable as exc:
+            return exc.message
+        return None
+
+    async def _open_sink(self) -> None:
         if not self._sink.is_open:
             try:
                 await self._sink.open()
@@ -225,6 +269,9 @@ class Reconciler:
                 self._metrics.table_publishes.labels("error").inc()
                 raise
             self._gauges(self._sink.published)
+
+    async def _publish(self, table: RoutingTable) -> None:
+        await self._open_sink()
         previous = self._sink.published
         if same_content(previous, table):
             return
@@ -254,7 +301,11 @@ class Reconciler:
         return snap.status
 
     async def _write_statuses(
-        self, live: list[RouteSnapshot], evaluation: Evaluation, publish_error: str | None
+        self,
+        live: list[RouteSnapshot],
+        evaluation: Evaluation,
+        publish_error: str | None,
+        streams: Mapping[str, StreamOutcome],
     ) -> list[KubeApiError]:
         table = self._sink.published
         served = {r.name: r for r in table.routes} if table is not None else {}
@@ -281,6 +332,7 @@ class Reconciler:
                 since_version=since,
                 publish_error=publish_error,
                 now=now,
+                stream=streams.get(snap.key) if route is not None else None,
             )
             if status.owned(current) != want:
                 jobs.append(self._write(snap, current, want))

@@ -90,6 +90,10 @@ class OperatorSettings:
     """Seconds a deletion waits for the table without the route to be published before kopf
     retries it. The finalizer holds the object meanwhile, so a route never leaves the cluster
     while gateways may still use it."""
+    stream_recheck: float = 30.0
+    """Seconds after which the JetStream stream of a durable route that is not ready (missing,
+    not covering its subjects, refused, NATS unreachable) is checked again, so a stream created
+    or fixed by hand makes the route Ready without touching the StreamRoute."""
     kubeconfig: str | None = dataclasses.field(default=None, metadata={"env": "KUBECONFIG"})
     """The standard ``KUBECONFIG`` (not ``SGW_``-prefixed). When set, it wins over the in-cluster
     service account, so a developer or a test never talks to the cluster it happens to run in."""
@@ -192,3 +196,5 @@ def _validate(s: OperatorSettings) -> None:
         raise ConfigError(env_name(None, "metrics_port"), "must differ from SGW_OPERATOR_HEALTH_PORT")
     if s.delete_timeout <= 0:
         raise ConfigError(env_name(None, "delete_timeout"), "must be > 0")
+    if s.stream_recheck <= 0:
+        raise ConfigError(env_name(None, "stream_recheck"), "must be > 0")

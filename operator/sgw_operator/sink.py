@@ -69,6 +69,10 @@ class NatsKvSink:
     def published(self) -> RoutingTable | None:
         return self._published
 
+    def jetstream(self) -> JetStreamContext | None:
+        """JetStream on this sink's connection (the durable routes' streams), while open."""
+        return self._nc.jetstream(timeout=self._nats.connect_timeout) if self._nc is not None else None
+
     async def open(self) -> None:
         if self._kv is not None:
             return

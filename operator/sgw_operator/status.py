@@ -5,13 +5,15 @@ Owns the StreamRoute status contract (docs/design.md section 4): ``observedGener
 status flips), ``table.version`` (the route-table version in which the route's current form was
 first published, so ``gateway sgw_route_table_version >= it`` means the gateway serves it), the
 Event to post for a ``Ready`` transition and the metric reason of an outcome. ``now`` is passed
-in; nothing here reads a clock or does I/O.
+in; nothing here reads a clock or does I/O. Durable routes also get ``StreamReady`` (see
+``sgw_operator.streams``); a route whose stream is not ready is not ``Ready`` either, with the
+stream's reason.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from sgw_operator.model import (
     ACCEPTED,
@@ -23,7 +25,12 @@ from sgw_operator.model import (
 )
 from sgw_routes.model import Route
 
+if TYPE_CHECKING:
+    from sgw_operator.streams import StreamOutcome
+
 READY: Final = "Ready"
+STREAM_READY: Final = "StreamReady"
+"""The condition of a durable route's JetStream stream (its reason when True too)."""
 PUBLISH_FAILED: Final = "PublishFailed"
 """Valid and accepted, but the table holding it could not be written to NATS KV (yet)."""
 
@@ -34,6 +41,11 @@ _METRIC_REASONS: Final = {
     SECRET_KEY_NOT_FOUND: "secret_not_found",
     INVALID_SECRET: "secret_not_found",
     PUBLISH_FAILED: "error",
+    "StreamNotFound": "stream_not_ready",
+    "SubjectsNotCovered": "stream_not_ready",
+    "StreamRefused": "stream_not_ready",
+    "StreamConflict": "stream_not_ready",
+    "NatsUnavailable": "stream_not_ready",
 }
 
 
@@ -101,13 +113,19 @@ def desired(
     since_version: int | None,
     publish_error: str | None,
     now: str,
+    stream: StreamOutcome | None = None,
 ) -> dict[str, Any]:
-    """The status the route should have. ``published``: its compiled form is in the KV table."""
+    """The status the route should have. ``published``: its compiled form is in the KV table;
+    ``stream``: how its JetStream stream is (durable routes that are served)."""
     previous = conditions_by_type(current)
     accepted_reason = ACCEPTED if outcome.accepted else outcome.reason
     accepted_message = "the spec is valid" if outcome.accepted else outcome.message
-    if outcome.route is not None and published:
+    if outcome.route is not None and published and (stream is None or stream.ok):
         ready, reason, message = True, READY, f"published in route table version {since_version}"
+    elif outcome.route is not None and published and stream is not None:
+        ready, reason = False, stream.reason
+        message = f"published in route table version {since_version}, but its JetStream stream is not ready: "
+        message += stream.message
     elif outcome.route is not None:
         ready, reason = False, PUBLISH_FAILED
         message = f"the route table could not be published to NATS KV: {publish_error or 'not connected yet'}"
@@ -126,6 +144,21 @@ def desired(
                 now=now,
             ),
             condition(READY, ready, reason, message, generation=generation, previous=previous.get(READY), now=now),
+            *(
+                [
+                    condition(
+                        STREAM_READY,
+                        stream.ok,
+                        stream.reason,
+                        stream.message,
+                        generation=generation,
+                        previous=previous.get(STREAM_READY),
+                        now=now,
+                    )
+                ]
+                if stream is not None
+                else []
+            ),
         ],
         # None deletes the field in a merge patch: a route that is not served names no table.
         "table": {"version": since_version} if ready else None,

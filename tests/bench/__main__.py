@@ -2,7 +2,9 @@
 
 1. Protocol core: decode + session per media frame, against ``json.loads`` + ``base64`` of the same
    frames (the least any JSON gateway must do).
-2. End to end: simulated calls at maximum rate through a real gateway into an embedded nats-server:
+2. Route transforms (:mod:`tests.bench.transforms`): each conversion per 20 ms frame, and the
+   shell's per-frame path for a plain route, a transformed one and one with copies.
+3. End to end: simulated calls at maximum rate through a real gateway into an embedded nats-server:
    frames/s, publish latency percentiles, and a raw nats-py publish loop of the same messages as
    the reference for what the broker connection alone costs.
 
@@ -28,6 +30,7 @@ from gateway.protocol.session import SessionConfig, StreamSession
 from gateway.server import GatewayServer
 from gateway.settings import load_settings
 from sgw_routes.model import RoutingTable, default_route
+from tests.bench import transforms
 
 
 def _frames(n: int) -> list[str]:
@@ -188,6 +191,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
     bench_protocol(args.frames)
+    transforms.main()
     asyncio.run(bench_end_to_end(args.calls, args.seconds))
 
 

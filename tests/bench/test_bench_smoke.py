@@ -3,7 +3,8 @@
 It runs the real thing (nats-server, the gateway, the naive bridge, load generator and verifier,
 all on free ports) in a subprocess of its own process group, bounded in time, and checks that it
 succeeded, printed its table, wrote its JSON and chart, and that for both targets every frame
-offered in every phase arrived exactly once. Speed is not asserted: the figures are noise here.
+offered in every phase arrived exactly once (``--transform 16000``: the route with an L16 copy
+too). Speed is not asserted: the figures are noise here.
 Whatever happens, the whole process group is stopped afterwards.
 """
 
@@ -37,7 +38,7 @@ def _stop_group(proc: subprocess.Popen[str]) -> None:
 def test_bench_smoke_delivers_every_frame_exactly_once(tmp_path: Path) -> None:
     png = tmp_path / "out" / "bench.png"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench", "--smoke", "--png", str(png)],
+        [sys.executable, "-m", "bench", "--smoke", "--transform", "16000", "--png", str(png)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -67,3 +68,10 @@ def test_bench_smoke_delivers_every_frame_exactly_once(tmp_path: Path) -> None:
         assert result["summary"][name]["exactly_once"]["all"], name
         assert len(runs["idle"]) == 1, name
         assert runs["idle"][0]["closed_by_server_early"] == 0, name
+    # --transform: a route with an L16/16000 copy, measured next to the plain one; its originals
+    # are delivered exactly once too (the copies go to a subject nobody subscribes).
+    (transformed,) = result["transform"]
+    assert "route with an L16/16000 copy vs plain route" in output, output
+    for phase in (transformed["realtime"], transformed["max"]):
+        assert phase["offered"] > 0 and phase["exactly_once"], phase
+    assert transformed["plain"]["max"] == result["runs"]["gateway"]["max"][0]

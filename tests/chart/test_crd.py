@@ -10,7 +10,16 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from sgw_routes.manifest import API_GROUP, API_VERSION, KIND, InvalidRoute, parse_streamroute
+from sgw_routes.manifest import (
+    API_GROUP,
+    API_VERSION,
+    COPY_FIELDS,
+    KIND,
+    SPEC_FIELDS,
+    FieldTree,
+    InvalidRoute,
+    parse_streamroute,
+)
 from sgw_routes.subjects import DEFAULT_AUDIO_SUBJECT, DEFAULT_EVENTS_SUBJECT, TEMPLATE_PATTERN
 from tests.chart.crdschema import apply_defaults, errors, load_crd, openapi_schema, unknown_fields, walk
 
@@ -18,19 +27,19 @@ pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBJECT_FIELDS = ("spec.target.subject", "spec.target.eventsSubject", "spec.playback.subject")
-SPEC_FIELDS = {
-    "spec.match.controlId",
-    "spec.match.tracks",
-    "spec.match.customParameters",
-    "spec.priority",
-    "spec.target.subject",
-    "spec.target.eventsSubject",
-    "spec.target.jetstream.stream",
-    "spec.auth.bearerTokenSecretRef.name",
-    "spec.auth.bearerTokenSecretRef.key",
-    "spec.playback.subject",
-}
-"""docs/design.md section 6 and sgw_routes/manifest.py: exactly these leaves, nothing else."""
+
+
+def model_leaves(tree: FieldTree, where: str = "spec") -> set[str]:
+    found: set[str] = set()
+    for name, sub in tree.items():
+        found |= {f"{where}.{name}"} if sub is None else model_leaves(sub, f"{where}.{name}")
+    return found
+
+
+MODEL_FIELDS = model_leaves(SPEC_FIELDS) | model_leaves(COPY_FIELDS, "spec.target.copies[]")
+"""The leaves of sgw_routes.manifest.SPEC_FIELDS, the fields the gateway and operator understand:
+the schema must declare exactly these (a field only the schema knows would be refused by the
+operator; one only the model knows could not be applied)."""
 
 
 def route(spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
@@ -110,7 +119,7 @@ def test_schema_has_exactly_the_documented_spec_fields() -> None:
         if path.startswith("spec.") and node.get("type") != "object" or path == "spec.match.customParameters"
     }
     leaves = {p for p in leaves if not p.endswith(("[]", "{}"))}
-    assert leaves == SPEC_FIELDS
+    assert leaves == MODEL_FIELDS
 
 
 def test_subject_patterns_are_the_route_model_pattern() -> None:
@@ -136,6 +145,12 @@ def test_defaults_match_the_route_model() -> None:
     )
     with_auth = apply_defaults(route({"auth": {"bearerTokenSecretRef": {"name": "tok"}}}), openapi_schema())
     assert with_auth["spec"]["auth"]["bearerTokenSecretRef"] == {"name": "tok", "key": "token"}
+    twilio = {"auth": {"twilioSignature": {"authTokenSecretRef": {"name": "tw"}}, "basicAuthSecretRef": {"name": "b"}}}
+    defaulted_auth = apply_defaults(route(twilio), openapi_schema())["spec"]["auth"]
+    assert defaulted_auth["twilioSignature"]["authTokenSecretRef"] == {"name": "tw", "key": "token"}
+    assert defaulted_auth["basicAuthSecretRef"] == {"name": "b"}
+    parsed_auth = parse_streamroute(apply_defaults(route(twilio), openapi_schema()))
+    assert parsed_auth.twilio_ref is not None and parsed_auth.twilio_ref.key == "token"
     for path, node in walk(openapi_schema()):
         if "default" in node:
             assert errors(node["default"], node) == [], f"default of {path} violates its own schema"
@@ -155,7 +170,11 @@ FULL_SPEC: dict[str, Any] = {
         "eventsSubject": "tenant.acme.events.{call_id}",
         "jetstream": {"stream": "CALL_AUDIO-1"},
     },
-    "auth": {"bearerTokenSecretRef": {"name": "acme-stream-token", "key": "bearer.token"}},
+    "auth": {
+        "bearerTokenSecretRef": {"name": "acme-stream-token", "key": "bearer.token"},
+        "basicAuthSecretRef": {"name": "acme-exotel-auth"},
+        "twilioSignature": {"authTokenSecretRef": {"name": "acme-twilio", "key": "authToken"}},
+    },
     "playback": {"subject": "play.{call_id}"},
 }
 
@@ -167,6 +186,9 @@ VALID: dict[str, dict[str, Any]] = {
     "mixed literal and placeholder token": {"target": {"subject": "a-{call_id}_x.b"}},
     "negative priority": {"priority": -5},
     "max int32 priority": {"priority": 2147483647},
+    "basic auth only": {"auth": {"basicAuthSecretRef": {"name": "jambonz-ws-auth"}}},
+    "twilio signature only": {"auth": {"twilioSignature": {"authTokenSecretRef": {"name": "twilio"}}}},
+    "empty auth (open)": {"auth": {}},
 }
 
 INVALID: dict[str, tuple[dict[str, Any], str]] = {
@@ -199,6 +221,21 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
         {"auth": {"bearerTokenSecretRef": {"name": "Bad_Name"}}},
         "spec.auth.bearerTokenSecretRef.name",
     ),
+    "basic-auth ref without name": ({"auth": {"basicAuthSecretRef": {}}}, "spec.auth.basicAuthSecretRef"),
+    "basic-auth secret name not DNS": (
+        {"auth": {"basicAuthSecretRef": {"name": "../up"}}},
+        "spec.auth.basicAuthSecretRef.name",
+    ),
+    "twilio without token ref": ({"auth": {"twilioSignature": {}}}, "spec.auth.twilioSignature"),
+    "twilio token ref without name": (
+        {"auth": {"twilioSignature": {"authTokenSecretRef": {"key": "t"}}}},
+        "spec.auth.twilioSignature.authTokenSecretRef",
+    ),
+    "twilio token key with a slash": (
+        {"auth": {"twilioSignature": {"authTokenSecretRef": {"name": "tw", "key": "a/b"}}}},
+        "spec.auth.twilioSignature.authTokenSecretRef.key",
+    ),
+    "auth not an object": ({"auth": "bearer"}, "spec.auth"),
 }
 """Each: (spec, the field the schema blames)."""
 
@@ -210,6 +247,12 @@ MODEL_ALSO_REJECTS = {
     "stream name with dot",
     "priority out of int32",
     "secret ref without name",
+    "basic-auth ref without name",
+    "basic-auth secret name not DNS",
+    "twilio without token ref",
+    "twilio token ref without name",
+    "twilio token key with a slash",
+    "auth not an object",
 }
 """Cases sgw_routes.manifest must refuse too (file mode reads routes without an API server).
 An empty subject is the one difference: the model reads ``subject: ""`` as "use the default"."""
@@ -244,6 +287,43 @@ def test_misspelled_fields_are_unknown_to_the_schema() -> None:
         "spec.prio",
         "spec.target.subjects",
     ]
+    with pytest.raises(InvalidRoute) as info:  # what slips past (a newer CRD, no strict validation)
+        parse_streamroute(obj)
+    assert info.value.reason == "UnknownField"
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"oauth2": {"issuer": "https://idp"}},
+        {"bearerTokenSecretRef": {"name": "t", "namespace": "elsewhere"}},
+        {"basicAuthSecretRef": {"name": "b", "usernameKey": "user"}},
+        {"twilioSignature": {"authTokenSecretRef": {"name": "t"}, "publicUrl": "wss://x"}},
+        {"twilioSignature": {"authTokenSecretRef": {"name": "t", "optional": True}}},
+    ],
+)
+def test_unknown_auth_fields_are_kept_for_the_operator_to_refuse(auth: dict[str, Any]) -> None:
+    """Pruning an auth field would serve the route with less authentication than written, so the
+    schema keeps unknown keys under spec.auth (the API server neither prunes nor rejects them) and
+    the route model refuses the route (the operator reports Accepted=False, UnknownField)."""
+    obj = route({"auth": auth})
+    assert errors(obj) == []
+    assert unknown_fields(obj, openapi_schema()) == []
+    with pytest.raises(InvalidRoute) as info:
+        parse_streamroute(apply_defaults(obj, openapi_schema()))
+    assert info.value.reason == "UnknownField"
+
+
+def test_only_the_auth_subtree_keeps_unknown_fields() -> None:
+    keeps = {path for path, node in walk(openapi_schema()) if node.get("x-kubernetes-preserve-unknown-fields")}
+    assert keeps == {
+        "spec.auth",
+        "spec.auth.bearerTokenSecretRef",
+        "spec.auth.basicAuthSecretRef",
+        "spec.auth.twilioSignature",
+        "spec.auth.twilioSignature.authTokenSecretRef",
+        "status.kopf",
+    }
 
 
 def test_status_shape() -> None:

@@ -16,7 +16,9 @@ import pytest
 
 from gateway.audio import parse_codec
 from gateway.embedded_nats import EmbeddedNats
-from gateway.tools.wire import CallIds, Faults, FramePlan, WireFormat, make_signal, track_seed
+from gateway.tools.providers import StreamSpec
+from gateway.tools.providers.twilio import SignalWireWire
+from gateway.tools.wire import Faults, FramePlan, make_signal, track_seed
 from tests.reliability.conftest import GatewayFactory, RecorderFactory
 from tests.reliability.harness import ErrorWatch, Recorder, eventually
 from tests.security.certs import self_signed
@@ -33,23 +35,22 @@ class TlsCall:
 async def call_over_tls(url: str, context: ssl.SSLContext, frames: int = 100) -> TlsCall:
     """One both-tracks call in the simulator's wire format (the simulator takes no TLS context)."""
     codec = parse_codec("PCMU")
-    ids = CallIds.new("signalwire")
-    wire = WireFormat("signalwire", ids, ("inbound", "outbound"), codec, {})
-    signals = {t: make_signal("speech", codec, track_seed(5, 0, t), t) for t in wire.tracks}
-    plan = FramePlan(wire, frames, signals, Faults(), "tls")
+    wire = SignalWireWire(StreamSpec(SignalWireWire.new_ids(), ("inbound", "outbound"), codec))
+    lanes = wire.lane_sources(lambda t: make_signal("speech", codec, track_seed(5, 0, t), t))
+    plan = FramePlan(lanes, Faults(), "tls", sequence=wire.next_sequence, first_timestamp=wire.first_timestamp)
     sent: dict[str, list[bytes]] = {"inbound": [], "outbound": []}
     async with aiohttp.ClientSession() as http, http.ws_connect(url, ssl=context) as ws:
         transport = ws.get_extra_info("ssl_object")
         tls = f"{transport.version()} {transport.cipher()[0]}" if transport is not None else "none"
         await ws.send_str(wire.connected())
         await ws.send_str(wire.start())
-        for batch in plan.ticks():
-            for frame in batch:
+        for _ in range(frames):
+            for frame in plan.tick():
                 await ws.send_str(wire.media(frame))
                 sent[frame.track].append(frame.payload)
-        await ws.send_str(wire.stop(plan.stop_sequence_number))
+        await ws.send_str(wire.stop())
         await ws.close()
-        return TlsCall(ids.call_id, sent, ws.close_code, tls)
+        return TlsCall(wire.stream.ids.call_id, sent, ws.close_code, tls)
 
 
 def delivered(rec: Recorder, call: TlsCall) -> bool:

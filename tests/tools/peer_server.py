@@ -2,14 +2,15 @@
 
 It is a legitimate provider-facing endpoint, not a mock of the gateway: it accepts
 ``/stream`` and ``/stream/{control_id}``, optionally demands a bearer token, records every frame
-and whether a close frame arrived, and can close early or send frames back on request.
+(text and binary), the upgrade's headers and subprotocol, and whether a close frame arrived, and
+can close early, send frames back at once, or answer each frame (``respond``) on request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,12 @@ class PeerSession:
     path: str
     control_id: str | None
     authorization: str | None
+    headers: dict[str, str] = field(default_factory=dict)
+    subprotocol: str | None = None
     texts: list[str] = field(default_factory=list)
+    binaries: list[bytes] = field(default_factory=list)
+    frames: list[str | bytes] = field(default_factory=list)
+    """Every data frame in arrival order."""
     close_frame: bool = False
     close_code: int | None = None
     ended_by: str = ""
@@ -44,6 +50,9 @@ class PeerServer:
     close_code: int = 1000
     close_message: bytes = b""
     send_back: tuple[str, ...] = ()
+    respond: Callable[[PeerSession, str | bytes], Sequence[str | bytes]] | None = None
+    """Called with each data frame; what it returns is sent back at once."""
+    protocols: tuple[str, ...] = ()
     token: str | None = None
     connected: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -67,20 +76,27 @@ async def _handler(request: web.Request) -> web.StreamResponse:
     auth = request.headers.get("Authorization")
     if server.token is not None and auth != f"Bearer {server.token}":
         raise web.HTTPUnauthorized(text="bad token")
-    session = PeerSession(request.path, request.match_info.get("control_id"), auth)
+    session = PeerSession(request.path, request.match_info.get("control_id"), auth, dict(request.headers))
     server.sessions.append(session)
     server.connected.set()
-    ws = web.WebSocketResponse()
+    ws = web.WebSocketResponse(protocols=server.protocols)
     await ws.prepare(request)
+    session.subprotocol = ws.ws_protocol
     try:
         for text in server.send_back:
             await ws.send_str(text)
         media = 0
         while True:
             msg = await ws.receive()
-            if msg.type is WSMsgType.TEXT:
-                session.texts.append(msg.data)
-                media += '"event":"media"' in msg.data
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                session.frames.append(msg.data)
+                if msg.type is WSMsgType.BINARY:
+                    session.binaries.append(msg.data)
+                else:
+                    session.texts.append(msg.data)
+                    media += '"event":"media"' in msg.data
+                for answer in server.respond(session, msg.data) if server.respond is not None else ():
+                    await (ws.send_bytes(answer) if isinstance(answer, bytes) else ws.send_str(answer))
                 if server.close_after_media is not None and media >= server.close_after_media:
                     session.ended_by = "server"
                     await ws.close(code=server.close_code, message=server.close_message)

@@ -11,13 +11,21 @@ import asyncio
 import base64
 import dataclasses
 import io
+import json
 import re
+from array import array
 from typing import Any
 
 import pytest
 
-from gateway.audio import parse_codec, rms
+from gateway.audio import CodecSpec, parse_codec, rms
+from gateway.protocol import signatures
+from gateway.protocol.dialects import create
+from gateway.protocol.dialects.base import as_events
+from gateway.protocol.events import Mark, Start
+from gateway.protocol.playback import PlayAudio, PlayCommand
 from gateway.tools import simulate as simulate_module
+from gateway.tools.providers import PROVIDERS
 from gateway.tools.simulate import SimulateOptions, simulate
 from gateway.tools.wire import make_signal, track_seed
 from tests.tools.peer_server import PeerSession, peer_server
@@ -101,7 +109,7 @@ async def test_signalwire_messages_are_exactly_the_documented_shapes() -> None:
 
 
 async def test_twilio_dialect_shapes() -> None:
-    opts = SimulateOptions(url="", duration=0.1, realtime=False, dialect="twilio")
+    opts = SimulateOptions(url="", duration=0.1, realtime=False, provider="twilio")
     report, (session,) = await _run(opts)
     call = report.calls[0]
     assert call.ok
@@ -375,7 +383,7 @@ def test_cli_flags_map_onto_options() -> None:
         params={"a": "1", "b": "x=y"},
         control_id="c",
         control_id_in_path=False,
-        dialect="twilio",
+        provider="twilio",
         signal="tone",
         drop=0.1,
         duplicate=0.2,
@@ -416,3 +424,310 @@ def test_module_entry_point() -> None:
     from gateway.tools.__main__ import main
 
     assert main(["simulate", "--param", "novalue"]) == 2
+
+
+# -- every provider ------------------------------------------------------------------------------
+
+
+def _shape(name: str) -> dict[str, Any]:
+    """Options that use what each provider can carry: two tracks where it can, DTMF where it has it."""
+    shape: dict[str, Any] = (
+        {"track": "both"} if name in ("signalwire", "twilio", "telnyx", "plivo", "exotel", "bandwidth") else {}
+    )
+    if name == "jambonz":
+        shape["mix_type"] = "stereo"
+    if name != "bandwidth":
+        shape["dtmf"] = "19"
+    return shape
+
+
+def _media_on_the_wire(name: str, session: PeerSession) -> dict[str, list[bytes]]:
+    """What the peer received as audio, per track, read the way the provider writes it."""
+    out: dict[str, list[bytes]] = {"inbound": [], "outbound": []}
+    if name in ("vonage", "jambonz"):
+        for frame in session.binaries:
+            if name == "jambonz":
+                samples = array("h", frame)
+                out["inbound"].append(samples[0::2].tobytes())
+                out["outbound"].append(samples[1::2].tobytes())
+            else:
+                out["inbound"].append(frame)
+        return out
+    for message in session.messages:
+        if message.get("event") == "media" or message.get("eventType") == "media":
+            body = message.get("media", message)
+            out[body.get("track", "inbound")].append(base64.b64decode(body["payload"]))
+    return out
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+async def test_every_provider_streams_its_own_wire_format(name: str) -> None:
+    opts = SimulateOptions(
+        url="", provider=name, duration=0.2, realtime=False, params={"tenant": "acme"}, **_shape(name)
+    )  # type: ignore[arg-type]
+    report, (session,) = await _run(opts, protocols=("audio.jambonz.org",))
+    call = report.calls[0]
+    assert call.ok, call.error
+    assert call.provider == name
+    assert session.close_frame and session.close_code == 1000
+    wire = _media_on_the_wire(name, session)
+    for track in call.tracks:
+        assert wire[track] == call.sent[track]
+        assert len(call.sent[track]) == call.frames_planned > 0
+    frame_ms = 100 if name == "exotel" else 20
+    assert call.frames_planned == 200 // frame_ms
+    first = session.frames[0]
+    assert isinstance(first, str)
+    texts = [json.loads(t) for t in session.texts]
+    if name == "jambonz":
+        assert call.subprotocol == session.subprotocol == "audio.jambonz.org"
+        assert json.loads(first)["mixType"] == "stereo"
+    else:
+        assert call.subprotocol is None
+    if name != "bandwidth":
+        assert call.dtmf_sent == ["1", "9"]
+        dtmf = [t for t in texts if t.get("event") in ("dtmf", "websocket:dtmf")]
+        assert len(dtmf) == 2
+    last = texts[-1]
+    ends_with_stop = name not in ("vonage", "plivo", "jambonz")
+    assert (last.get("event") == "stop" or last.get("eventType") == "stop") == ends_with_stop
+    assert call.messages_sent == len(session.frames)
+
+
+async def test_credentials_on_the_upgrade() -> None:
+    report, (session,) = await _run(
+        SimulateOptions(url="", duration=0.02, realtime=False, provider="telnyx", token="t0k")
+    )
+    assert report.calls[0].ok
+    assert session.headers["X-Telnyx-Streaming-Auth-Token"] == "t0k" and session.authorization is None
+    report, (session,) = await _run(
+        SimulateOptions(url="", duration=0.02, realtime=False, provider="exotel", basic="key:s3cret")
+    )
+    assert session.authorization == "Basic " + base64.b64encode(b"key:s3cret").decode()
+    opts = SimulateOptions(
+        url="", duration=0.02, realtime=False, provider="twilio", twilio_auth_token="tw1l10", control_id="bot-1"
+    )
+    report, (session,) = await _run(opts)
+    signed = f"wss://{session.headers['Host']}{session.path}"
+    assert session.headers["X-Twilio-Signature"] == signatures.twilio_signature("tw1l10", signed)
+    assert session.authorization is None
+    opts = SimulateOptions(
+        url="",
+        duration=0.02,
+        realtime=False,
+        provider="twilio",
+        twilio_auth_token="k",
+        signature_url="wss://public.example/stream",
+    )
+    report, (session,) = await _run(opts)
+    assert session.headers["X-Twilio-Signature"] == signatures.twilio_signature("k", "wss://public.example/stream")
+
+
+class GatewayLikePeer:
+    """Answers the provider as the gateway would, with the gateway's own dialect: once the stream has
+    started, sends ``replies`` (playback messages, encoded for the provider), and decodes everything
+    the provider sends after (its mark echoes among them)."""
+
+    def __init__(self, name: str, replies: list[PlayAudio | PlayCommand]) -> None:
+        self.name = name
+        self.replies = replies
+        self.dialects: dict[int, Any] = {}
+        self.marks: list[str] = []
+
+    def __call__(self, session: PeerSession, data: str | bytes) -> list[str | bytes]:
+        dialect = self.dialects.setdefault(id(session), create(self.name, forced=True))
+        events = as_events(dialect.binary(data) if isinstance(data, bytes) else dialect.text(data))
+        self.marks.extend(e.name for e in events if isinstance(e, Mark))
+        start = next((e for e in events if isinstance(e, Start)), None)
+        if start is None:
+            return []
+        out: list[str | bytes] = []
+        for reply in self.replies:
+            frames = dialect.encode(start.stream_id, reply) or ()  # None: the provider has no such message
+            out.extend(f.data if f.binary else f.data.decode() for f in frames)
+        return out
+
+
+def _codec_of(name: str) -> CodecSpec:
+    return parse_codec(PROVIDERS[name].default_codec)
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+async def test_bidirectional_plays_what_comes_back_and_echoes_marks(name: str) -> None:
+    codec = _codec_of(name)
+    audio = codec.silence(codec.sample_rate // 10)  # 100 ms
+    peer = GatewayLikePeer(name, [PlayAudio(audio), PlayCommand("mark", "m-1")])
+    wait = {"await_played": len(audio)} if name == "bandwidth" else {"await_marks": 1}
+    opts = SimulateOptions(url="", provider=name, duration=0.04, realtime=False, bidirectional=True, linger=20, **wait)  # type: ignore[arg-type]
+    report, (session,) = await _run(opts, respond=peer, protocols=("audio.jambonz.org",))
+    call = report.calls[0]
+    assert call.ok, (call.error, call.refused)
+    assert call.refused == []
+    assert call.received_audio_bytes == len(audio)
+    assert call.played_bytes == len(audio)  # a mark comes back only once everything before it played
+    if name == "bandwidth":
+        assert call.marks_echoed == [] and peer.marks == []
+        return
+    expected = {"vonage": '{"name":"m-1"}', "jambonz": "playAudio#1"}.get(name, "m-1")
+    assert call.marks_echoed == [expected]
+    assert peer.marks == ["m-1"]  # the gateway's dialect reads the echo as the consumer's mark
+    # The echo took its place in the provider's message counter: still one number per message.
+    if name in ("twilio", "telnyx", "exotel", "plivo"):
+        counters = [json.loads(t).get("sequenceNumber", json.loads(t).get("sequence_number")) for t in session.texts]
+        numbers = [int(n) for n in counters if n is not None]
+        assert numbers == list(range(1, len(numbers) + 1))
+
+
+@pytest.mark.parametrize("name", ["twilio", "telnyx", "exotel", "vonage", "plivo", "jambonz"])
+async def test_clear_drops_the_queue_and_answers_as_the_provider_does(name: str) -> None:
+    codec = _codec_of(name)
+    long = codec.silence(codec.sample_rate * 4)  # four seconds: still queued when the clear comes
+    peer = GatewayLikePeer(name, [PlayAudio(long), PlayCommand("mark", "m-1"), PlayCommand("clear")])
+    opts = SimulateOptions(url="", provider=name, duration=0.2, realtime=True, bidirectional=True)  # type: ignore[arg-type]
+    report, (session,) = await _run(opts, respond=peer, protocols=("audio.jambonz.org",))
+    call = report.calls[0]
+    assert call.ok, call.error
+    assert call.clears == 1
+    assert call.cleared_bytes > 0 and call.played_bytes + call.cleared_bytes == len(long)
+    texts = [json.loads(t) for t in session.texts]
+    if name in ("twilio", "telnyx", "exotel"):  # pending marks come back on a clear
+        assert call.marks_echoed == ["m-1"] and peer.marks == ["m-1"]
+    if name == "jambonz":  # the cut-short playAudio is answered; the gateway already released the mark
+        assert call.marks_echoed == ["playAudio#1"]
+    if name == "vonage":
+        assert call.marks_echoed == [] and {"event": "websocket:cleared"} in texts
+    if name == "plivo":
+        assert call.marks_echoed == [] and any(t.get("event") == "clearedAudio" for t in texts)
+
+
+async def test_vonage_drops_the_socket_on_a_frame_that_is_not_20_ms() -> None:
+    opts = SimulateOptions(url="", provider="vonage", duration=2.0, realtime=True, bidirectional=True)
+    answer = {"sent": False}
+
+    def bad_frame(session: PeerSession, data: str | bytes) -> list[str | bytes]:
+        if answer["sent"]:
+            return []
+        answer["sent"] = True
+        return [b"\x00" * 100]
+
+    report, (session,) = await _run(opts, respond=bad_frame)
+    call = report.calls[0]
+    assert call.error is not None and "dropped the connection" in call.error
+    assert not call.ok
+    assert not session.close_frame  # dropped, not closed
+    assert len(call.sent["inbound"]) < 100
+
+
+async def test_jambonz_disconnect_ends_the_call_with_a_normal_close() -> None:
+    opts = SimulateOptions(url="", provider="jambonz", duration=2.0, realtime=True, bidirectional=True)
+
+    def disconnect(session: PeerSession, data: str | bytes) -> list[str | bytes]:
+        return ['{"type":"disconnect"}'] if isinstance(data, str) else []
+
+    report, (session,) = await _run(opts, respond=disconnect)
+    call = report.calls[0]
+    assert call.ok and call.close_code == 1000
+    assert session.close_frame and session.close_code == 1000
+    assert len(call.sent["inbound"]) < 100
+
+
+async def test_what_the_provider_would_refuse_is_recorded() -> None:
+    def wrong(session: PeerSession, data: str | bytes) -> list[str | bytes]:
+        return (
+            [b"\xff" * 160, '{"event":"media","streamSid":"MZ0","media":{"payload":""}}']
+            if len(session.frames) == 2
+            else []
+        )
+
+    opts = SimulateOptions(url="", provider="twilio", duration=0.1, realtime=False, bidirectional=True)
+    report, _ = await _run(opts, respond=wrong)
+    call = report.calls[0]
+    assert call.ok  # Twilio warns about a bad message, it does not hang up
+    assert len(call.refused) == 2 and "binary" in call.refused[0] and "streamSid" in call.refused[1]
+    assert call.received_audio_bytes == 0
+
+
+def test_provider_options_validate() -> None:
+    with pytest.raises(ValueError, match="no DTMF"):
+        SimulateOptions(provider="bandwidth", dtmf="1")
+    with pytest.raises(ValueError, match="dtmf digits"):
+        SimulateOptions(dtmf="x")
+    with pytest.raises(ValueError, match="L16"):
+        SimulateOptions(provider="vonage", codec="PCMU")
+    with pytest.raises(ValueError, match="user:password"):
+        SimulateOptions(basic="nocolon")
+    with pytest.raises(ValueError, match="posts no stream status"):
+        SimulateOptions(provider="vonage", status_url="http://h/status")
+    with pytest.raises(ValueError, match="swml or cxml"):
+        SimulateOptions(provider="signalwire", status_format="texml")
+    assert SimulateOptions(provider="vonage").codec_spec.label == "L16/16000"
+    assert SimulateOptions(provider="exotel").codec_spec.label == "L16/8000"
+
+
+def test_cli_provider_flags_map_onto_options() -> None:
+    args = _parser().parse_args(
+        [
+            "simulate",
+            "--provider=jambonz",
+            "--mix-type=stereo",
+            "--codec=L16@16000",
+            "--basic=jb:s3cret",
+            "--dtmf=12#",
+            "--bidirectional",
+            "--await-marks=2",
+            "--await-played=640",
+            "--linger=5",
+        ]
+    )
+    opts = simulate_module.options_from_args(args)
+    assert (opts.provider, opts.mix_type, opts.codec, opts.basic, opts.dtmf) == (
+        "jambonz",
+        "stereo",
+        "L16@16000",
+        "jb:s3cret",
+        "12#",
+    )
+    assert (opts.bidirectional, opts.await_marks, opts.await_played, opts.linger) == (True, 2, 640, 5.0)
+    args = _parser().parse_args(
+        [
+            "simulate",
+            "--dialect=telnyx",  # the older spelling of --provider
+            "--twilio-auth-token=tw",
+            "--signature-url=wss://gw.example/stream",
+            "--status-url=http://h/status",
+            "--status-format=texml",
+            "--status-token=st",
+            "--status-basic=u:p",
+            "--status-signing-key=k",
+        ]
+    )
+    opts = simulate_module.options_from_args(args)
+    assert opts.provider == "telnyx" and opts.codec is None and opts.codec_spec.label == "PCMU/8000"
+    assert (opts.twilio_auth_token, opts.signature_url) == ("tw", "wss://gw.example/stream")
+    assert (opts.status_url, opts.status_format, opts.status_token, opts.status_basic, opts.status_signing_key) == (
+        "http://h/status",
+        "texml",
+        "st",
+        "u:p",
+        "k",
+    )
+    bad = _parser().parse_args(["simulate", "--provider=bandwidth", "--dtmf=1"])
+    assert simulate_module.run_cli(bad, io.StringIO()) == 2
+
+
+async def test_await_marks_that_never_come_is_a_failure_after_the_linger() -> None:
+    opts = SimulateOptions(url="", duration=0.04, realtime=False, bidirectional=True, await_marks=1, linger=0.1)
+    report, (session,) = await _run(opts)
+    call = report.calls[0]
+    assert call.error is not None and "0 of 1 marks echoed" in call.error
+    assert not call.ok
+    assert call.close_code == 1000 and session.close_frame  # the call itself still ends normally
+    assert len(call.sent["inbound"]) > call.frames_planned  # media kept flowing while it waited
+
+
+def test_token_and_basic_cannot_share_the_authorization_header() -> None:
+    with pytest.raises(ValueError, match="Authorization"):
+        SimulateOptions(token="t", basic="u:p")
+    assert (
+        SimulateOptions(provider="telnyx", token="t", basic="u:p").basic == "u:p"
+    )  # Telnyx's token has its own header

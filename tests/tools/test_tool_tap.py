@@ -41,9 +41,10 @@ async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
 class FakeGatewayStream:
     """Publishes one stream the way the gateway does."""
 
-    def __init__(self, client: Client, codec: CodecSpec, tracks: tuple[str, ...]) -> None:
+    def __init__(self, client: Client, codec: CodecSpec, tracks: tuple[str, ...], provider: str = "signalwire") -> None:
         self.client = client
         self.codec = codec
+        self.provider = provider
         self.tracks = tracks
         self.call_id = str(uuid.uuid4())
         self.stream_id = str(uuid.uuid4())
@@ -71,6 +72,7 @@ class FakeGatewayStream:
         await self.event(
             "started",
             route="default",
+            provider=self.provider,
             tracks=list(self.tracks),
             codec=self.codec.label,
             sample_rate=self.codec.sample_rate,
@@ -118,7 +120,7 @@ def _expected_pcm(codec: CodecSpec, frames: list[bytes], order: Iterable[int | N
     return out
 
 
-@pytest.mark.parametrize("codec_name", ["PCMU/8000", "PCMA/8000", "L16/16000", "L16/24000"])
+@pytest.mark.parametrize("codec_name", ["PCMU/8000", "PCMA/8000", "L16/8000", "L16/16000", "L16/24000", "L16/48000"])
 async def test_tap_writes_wavs_in_seq_order_and_counts_anomalies(
     nats_server: EmbeddedNats, nc: Client, tmp_path: Path, codec_name: str
 ) -> None:
@@ -145,6 +147,7 @@ async def test_tap_writes_wavs_in_seq_order_and_counts_anomalies(
     call = report.call(stream.call_id)
     assert call.stream_id == stream.stream_id
     assert call.control_id == "ctl-1"
+    assert call.provider == "signalwire"
     assert call.started is not None
     assert call.started["custom_parameters"] == {"tenant": "acme"}
     assert call.stopped is not None
@@ -174,7 +177,8 @@ async def test_tap_writes_wavs_in_seq_order_and_counts_anomalies(
         assert wav_out.samples == raw
     assert sorted(os.listdir(tmp_path)) == sorted([tin.wav_path.name, tout.wav_path.name])
     assert "inbound" in out.getvalue()
-    assert f"event started call={stream.call_id}" in out.getvalue()
+    assert f'event started call={stream.call_id} provider="signalwire"' in out.getvalue()
+    assert any(line.startswith(stream.call_id) and "  signalwire  " in line for line in out.getvalue().splitlines())
 
 
 async def test_ts_timeline_repairs_provider_drops_duplicates_and_reordering(
@@ -307,3 +311,59 @@ async def test_cli_runs_against_nats(nats_server: EmbeddedNats) -> None:
     code = await asyncio.to_thread(args.func, args, out)
     assert code == 1  # --calls 1 was not reached before --duration ran out
     assert "tap: " in out.getvalue()
+
+
+async def test_jambonz_stereo_tracks_and_exotel_frames_become_their_own_wavs(
+    nats_server: EmbeddedNats, nc: Client, tmp_path: Path
+) -> None:
+    """jambonz stereo reaches the bus as two mono L16 tracks; Exotel's 100 ms frames stay whole (a
+    lost one is 100 ms of silence, not 20)."""
+    opts = TapOptions(nats_server.url, wav_dir=tmp_path, calls=2, quiet=True)
+    task = await _start_tap(opts, io.StringIO())
+    jambonz = FakeGatewayStream(nc, parse_codec("L16@48000"), ("inbound", "outbound"), provider="jambonz")
+    caller, callee = jambonz.frames("inbound", 10, seed=1), jambonz.frames("outbound", 10, seed=2)
+    await jambonz.started()
+    for seq in range(1, 11):
+        await jambonz.audio("inbound", seq, caller[seq - 1])
+        await jambonz.audio("outbound", seq, callee[seq - 1])
+    await jambonz.stopped()
+    exotel = FakeGatewayStream(nc, parse_codec("L16@8000"), ("inbound",), provider="exotel")
+    hundred_ms = speech_like(8000, 5 * 800, seed=3)
+    chunks = [exotel.codec.encode(hundred_ms[i * 800 : (i + 1) * 800]) for i in range(5)]
+    await exotel.started()
+    for seq in (1, 2, 4, 5):  # frame 3 lost on the way
+        await exotel.audio("inbound", seq, chunks[seq - 1], ts=100 * seq)
+    await exotel.stopped({"inbound": 5})
+    report = await asyncio.wait_for(task, TIMEOUT)
+
+    seen = report.call(jambonz.call_id)
+    assert seen.provider == "jambonz"
+    for track, frames in (("inbound", caller), ("outbound", callee)):
+        stats = seen.tracks[track]
+        assert stats.codec == "L16/48000" and stats.wav_path is not None
+        wav = read_wav(stats.wav_path)
+        assert (wav.sample_rate, wav.channels) == (48000, 1)
+        assert wav.samples == _expected_pcm(jambonz.codec, frames, range(10))
+    stats = report.call(exotel.call_id).tracks["inbound"]
+    assert report.call(exotel.call_id).provider == "exotel"
+    assert stats.silence_frames == 1 and stats.wav_path is not None
+    samples = read_wav(stats.wav_path).samples
+    assert len(samples) == 5 * 800
+    assert samples[1600:2400] == array("h", [0] * 800)
+    assert samples[:1600] == hundred_ms[:1600] and samples[2400:] == hundred_ms[2400:]
+
+
+async def test_a_codec_the_tools_cannot_decode_is_counted_not_written(
+    nats_server: EmbeddedNats, nc: Client, tmp_path: Path
+) -> None:
+    opts = TapOptions(nats_server.url, wav_dir=tmp_path, calls=1, quiet=True)
+    task = await _start_tap(opts, io.StringIO())
+    stream = FakeGatewayStream(nc, parse_codec("L16@16000"), ("inbound",), provider="jambonz")
+    await stream.started()
+    headers = {"Sgw-Seq": "1", "Sgw-Ts": "0", "Sgw-Codec": "OPUS/48000", "Sgw-Stream-Id": stream.stream_id}
+    await nc.publish(f"audio.{stream.call_id}.inbound", bytes(2560), headers=headers)
+    await stream.stopped({"inbound": 1})
+    report = await asyncio.wait_for(task, TIMEOUT)
+    track = report.call(stream.call_id).tracks["inbound"]
+    assert (track.frames, track.undecodable, track.wav_path) == (1, 1, None)
+    assert os.listdir(tmp_path) == []

@@ -203,7 +203,8 @@ watches every namespace, a Role per namespace otherwise.
 - apiGroups: [streamgateway.io]
   resources: [streamroutes/finalizers]
   verbs: [update]
-# Bearer-token Secrets named by spec.auth.bearerTokenSecretRef (read only; followed for rotation).
+# Secrets named by spec.auth (bearer token, basic-auth, Twilio auth token): read only, followed for
+# rotation; only stored forms of their values reach the route table.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch]

@@ -60,8 +60,10 @@ class Dialect(Protocol):
         a reorder window), so nothing it accepted is lost."""
         ...
 
-    def encode(self, stream_id: str, message: PlayMessage) -> tuple[Outgoing, ...]:
-        """The provider's frames for one back-channel message (nothing: not supported)."""
+    def encode(self, stream_id: str, message: PlayMessage) -> tuple[Outgoing, ...] | None:
+        """The provider's frames for one back-channel message: ``()`` when it is taken but there
+        is nothing to send yet (part of a frame, a mark remembered), None when the provider has
+        no such message (counted as ``unsupported``)."""
         ...
 
 

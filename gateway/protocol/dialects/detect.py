@@ -28,7 +28,8 @@ def detect(first: str) -> str | None:
     if not isinstance(message, dict):
         return DEFAULT
     if "eventType" in message:
-        return "bandwidth"
+        # SignalWire's older envelope also says eventType, around the Twilio-shaped message.
+        return DEFAULT if "rawEvent" in message else "bandwidth"
     event = message.get("event")
     if event is None:
         # jambonz opens with the call's attributes and its audio format, and no "event" at all.

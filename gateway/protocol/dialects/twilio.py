@@ -7,17 +7,27 @@ Unknown fields are ignored; an unknown ``event`` kind is :class:`Ignored`; anyth
 does not fit raises :class:`RemoteProtocolError` with reason ``malformed`` (close 1007).
 
 One decoder instance is built at import (msgspec's advice): ``decode`` is on the per-frame path.
+
+:func:`parse_status` reads both families' stream status callbacks on ``/status`` (section 2.5).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Final
 
 import msgspec
 
 from gateway.errors import CloseCode, RemoteProtocolError
-from gateway.protocol.dialects.base import Decoded, Outgoing, binary_refused
+from gateway.protocol.dialects.base import (
+    Decoded,
+    Outgoing,
+    StatusError,
+    StatusRequest,
+    StatusUpdate,
+    binary_refused,
+)
 from gateway.protocol.events import Connected, Counter, Dtmf, Ignored, InboundEvent, Mark, Media, Start, Stop
 from gateway.protocol.media import DEFAULT_CODEC, codec_from_media_format
 from gateway.protocol.playback import PlayAudio, PlayMessage
@@ -243,7 +253,7 @@ class TwilioDialect:
     def binary(self, data: bytes) -> Decoded:
         raise binary_refused()
 
-    def encode(self, stream_id: str, message: PlayMessage) -> tuple[Outgoing, ...]:
+    def encode(self, stream_id: str, message: PlayMessage) -> tuple[Outgoing, ...] | None:
         """``media`` (base64), ``mark``, ``clear``; ``dtmf`` only at SignalWire (docs/protocols.md
         sections 1.4 and 2.7: Twilio answers an unknown event with a warning, never plays it)."""
         if isinstance(message, PlayAudio):
@@ -252,8 +262,84 @@ class TwilioDialect:
             out = _Out("mark", stream_id, mark=_OutMark(message.value))
         elif message.kind == "dtmf":
             if self._provider == "twilio":
-                return ()
+                return None
             out = _Out("dtmf", stream_id, dtmf=_OutDtmf(message.value))
         else:
             out = _Out("clear", stream_id)
         return (Outgoing(_ENCODER.encode(out)),)
+
+
+# -- status callbacks (``/status``) -----------------------------------------------------------
+
+_SWML_STATES: Final = frozenset(("streaming", "finished"))
+_CXML_EVENTS: Final = frozenset(("stream-started", "stream-stopped", "stream-error"))
+_OTHER_SIGNATURES: Final = ("telnyx-signature-ed25519", "x-plivo-signature-v3")
+"""Signature headers of providers whose callbacks look like these (TeXML posts cXML's fields)."""
+
+
+def parse_status(request: StatusRequest) -> StatusUpdate | None:
+    """A SignalWire SWML / RELAY ``calling.call.stream`` callback (JSON; or, since
+    ``status_url_method`` may be GET, its fields as query parameters with ``params.*`` names), or a
+    Twilio / SignalWire cXML ``StreamEvent`` form. SWML is SignalWire's; a form is SignalWire's when
+    SignalWire signed it (``X-SignalWire-Signature``), else Twilio's when its ids are Twilio's
+    (``MZ`` stream, ``AC`` account), else SignalWire's. None for another provider's callback
+    (another provider's signature header, no ``event_type`` or ``StreamEvent``)."""
+    if any(name in request.headers for name in _OTHER_SIGNATURES):
+        return None
+    if request.json is not None:
+        return _swml(request.json) if "event_type" in request.json else None
+    form = request.form
+    if "StreamEvent" in form:
+        return _cxml(form, request.headers)
+    if "event_type" in form:
+        params = {k.removeprefix("params."): v for k, v in form.items() if k.startswith("params.")}
+        return _swml({**form, "params": params})
+    return None
+
+
+def _swml(data: Mapping[str, Any]) -> StatusUpdate:
+    if data.get("event_type") != "calling.call.stream":
+        raise StatusError(f"unsupported event_type {str(data.get('event_type'))[:64]!r}")
+    params = data.get("params")
+    if not isinstance(params, Mapping):
+        raise StatusError("params must be an object")
+    missing = [k for k in ("call_id", "control_id", "state") if not isinstance(params.get(k), str) or not params[k]]
+    if missing:
+        raise StatusError(f"params missing {', '.join(missing)}")
+    if params["state"] not in _SWML_STATES:
+        raise StatusError(f"unknown state {str(params['state'])[:32]!r}")
+    timestamp = data.get("timestamp")
+    return StatusUpdate(
+        provider="signalwire",
+        call_id=params["call_id"],
+        stream_id="",
+        control_id=params["control_id"],
+        state=params["state"],
+        name=str(params.get("name") or ""),
+        account_id=str(data.get("project_id") or ""),
+        provider_ts=timestamp if isinstance(timestamp, str | int | float) and not isinstance(timestamp, bool) else None,
+        extra={k: str(params[k]) for k in ("node_id", "segment_id", "tag") if params.get(k)},
+    )
+
+
+def _cxml(fields: Mapping[str, str], headers: Mapping[str, str]) -> StatusUpdate:
+    event = fields.get("StreamEvent", "")
+    if event not in _CXML_EVENTS:
+        raise StatusError(f"unknown StreamEvent {event[:32]!r}")
+    if not fields.get("CallSid"):
+        raise StatusError("CallSid missing")
+    stream_sid = fields.get("StreamSid", "")
+    account = fields.get("AccountSid", "")
+    twilio_ids = stream_sid.startswith("MZ") or account.startswith("AC")
+    extra = {"error": fields.get("StreamError", ""), "track": fields.get("StreamTrack", "")}
+    return StatusUpdate(
+        provider="twilio" if twilio_ids and "x-signalwire-signature" not in headers else "signalwire",
+        call_id=fields["CallSid"],
+        stream_id=stream_sid,
+        control_id=fields.get("StreamName") or stream_sid,
+        state=event,
+        name=fields.get("StreamName", ""),
+        account_id=account,
+        provider_ts=fields.get("Timestamp"),
+        extra={k: v for k, v in extra.items() if v},
+    )

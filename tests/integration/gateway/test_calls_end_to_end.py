@@ -83,7 +83,7 @@ async def test_fifty_calls_both_tracks_every_frame_exactly_once(gateway: Running
 @pytest.mark.parametrize("dialect", ["signalwire", "twilio"])
 async def test_codecs_and_dialects(gateway: RunningGateway, codec: str, dialect: str) -> None:
     opts = SimulateOptions(
-        url=gateway.ws_url, calls=2, track="both", codec=codec, duration=0.4, realtime=False, dialect=dialect
+        url=gateway.ws_url, calls=2, track="both", codec=codec, duration=0.4, realtime=False, provider=dialect
     )  # type: ignore[arg-type]
     report = await simulate(opts)
     await gateway.captured.wait_for(lambda: len(gateway.captured.events_of("stopped")) == 2)

@@ -12,7 +12,7 @@ from gateway.observability.tracing import extract_traceparent
 from gateway.server import GatewayServer
 from gateway.settings import load_settings
 from gateway.tools.simulate import SimulateOptions, simulate
-from tests.integration.gateway.conftest import RunningGateway, parse_metrics
+from tests.integration.gateway.conftest import GatewayFactory, RunningGateway, parse_metrics
 
 SWML_STATUS = {
     "event_type": "calling.call.stream",
@@ -36,7 +36,10 @@ def status_url(gw: RunningGateway) -> str:
     return gw.ws_url.replace("ws://", "http://").replace("/stream", "/status")
 
 
-async def test_swml_and_cxml_status_callbacks_become_status_events(gateway: RunningGateway) -> None:
+async def test_swml_and_cxml_status_callbacks_become_status_events(gateway_factory: GatewayFactory) -> None:
+    """The shapes, on a gateway explicitly open to unsigned callbacks (authentication:
+    test_status_callbacks.py)."""
+    gateway = await gateway_factory(status__allow_unauthenticated=True)
     async with aiohttp.ClientSession() as http:
         r = await http.post(status_url(gateway), json=SWML_STATUS)
         assert r.status == 200
@@ -99,7 +102,8 @@ async def test_internal_port_metrics_health_readiness(gateway: RunningGateway) -
     assert samples[("sgw_nats_connected", ())] == 1
     for name, labels in samples:
         for key, _ in labels:
-            assert key in {"route", "provider", "track", "reason", "code", "le"}, (name, key)  # bounded labels only
+            # Bounded labels only (``kind``: which credential a refused stream presented, five values).
+            assert key in {"route", "provider", "track", "reason", "code", "kind", "le"}, (name, key)
     gateway.server.ctx.health.draining = True  # type: ignore[union-attr]
     async with aiohttp.ClientSession() as http:
         r = await http.get(f"{base}/readyz")

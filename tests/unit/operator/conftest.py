@@ -54,3 +54,11 @@ def secret_obj(name: str, data: dict[str, bytes], *, ns: str = "voice") -> dict[
 
 def with_secret(ref: str, key: str = "token", **spec: Any) -> dict[str, Any]:
     return {**spec, "auth": {"bearerTokenSecretRef": {"name": ref, "key": key}}}
+
+
+def with_basic(ref: str, **spec: Any) -> dict[str, Any]:
+    return {**spec, "auth": {"basicAuthSecretRef": {"name": ref}}}
+
+
+def with_twilio(ref: str, key: str = "token", **spec: Any) -> dict[str, Any]:
+    return {**spec, "auth": {"twilioSignature": {"authTokenSecretRef": {"name": ref, "key": key}}}}

@@ -1,4 +1,4 @@
-"""Pure model: snapshots, Secret hashing, whole-table evaluation, precedence and conflicts."""
+"""Pure model: snapshots, Secret reduction, whole-table evaluation, precedence and conflicts."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from sgw_operator.model import (
     evaluate,
     referenced_secrets,
     same_content,
-    secret_ref,
+    secret_refs,
     secret_state,
     snapshot,
 )
-from sgw_routes.model import RoutingTable, hash_token
-from tests.unit.operator.conftest import route_obj, secret_obj, snap, with_secret
+from sgw_routes.credentials import hash_basic, twilio_key
+from sgw_routes.model import NO_BEARER_TOKEN, RoutingTable, hash_token
+from tests.unit.operator.conftest import route_obj, secret_obj, snap, with_basic, with_secret, with_twilio
 
 
 def test_snapshot_of_a_valid_route_keeps_identity_and_owned_status() -> None:
@@ -40,6 +41,9 @@ def test_snapshot_of_a_valid_route_keeps_identity_and_owned_status() -> None:
         ({"target": {"eventsSubject": "e.{track}"}}, "InvalidSubject"),
         ({"match": {"tracks": ["inbound", "inbound"]}}, "InvalidSpec"),
         ({"target": {"jetstream": {"stream": "bad.name"}}}, "InvalidSpec"),
+        ({"auth": {"oauth2": {"issuer": "x"}}}, "UnknownField"),
+        ({"target": {"transform": {"codec": "L16"}}}, "UnknownField"),
+        ({"auth": {"basicAuthSecretRef": {}}}, "InvalidSpec"),
     ],
 )
 def test_snapshot_of_an_invalid_route_carries_the_reason(spec: dict[str, object], reason: str) -> None:
@@ -53,20 +57,34 @@ def test_snapshot_marks_deletion() -> None:
     assert snap("a", deleting=True).deleting
 
 
-def test_secret_ref_reads_leniently() -> None:
-    assert secret_ref(route_obj("a", with_secret("tok"))) == ("voice", "tok")
-    assert secret_ref(route_obj("a", {"auth": {"bearerTokenSecretRef": {}}})) is None
-    assert secret_ref(route_obj("a", {"auth": "nonsense"})) is None
-    assert secret_ref(route_obj("a")) is None
+def test_secret_refs_read_leniently() -> None:
+    assert secret_refs(route_obj("a", with_secret("tok"))) == {("voice", "tok")}
+    every_kind = {"auth": {**with_secret("t")["auth"], **with_basic("b")["auth"], **with_twilio("w")["auth"]}}
+    assert secret_refs(route_obj("a", every_kind)) == {("voice", "t"), ("voice", "b"), ("voice", "w")}
+    assert secret_refs(route_obj("a", {"auth": {"bearerTokenSecretRef": {}}})) == set()
+    assert secret_refs(route_obj("a", {"auth": {"twilioSignature": "nonsense"}})) == set()
+    assert secret_refs(route_obj("a", {"auth": "nonsense"})) == set()
+    assert secret_refs(route_obj("a")) == set()
 
 
-def test_secret_state_hashes_stripped_tokens_and_flags_unusable_keys() -> None:
+def test_secret_state_reduces_stripped_values_and_flags_unusable_keys() -> None:
     state = secret_state(secret_obj("s", {"token": b"abc \n", "empty": b"  \n", "binary": b"\xff\xfe"}))
     assert state.found
     assert state.hashes == {"token": hash_token("abc")}
+    assert state.twilio_keys == {"token": twilio_key("abc")}
+    assert state.basic_sha256 is None
     assert state.problems == {"empty": "is empty", "binary": "is not UTF-8 text"}
     assert "abc" not in repr(state)
     assert secret_state(None) == SecretState(found=False)
+
+
+def test_secret_state_of_a_basic_auth_secret_keeps_only_the_pair_hash() -> None:
+    state = secret_state(secret_obj("b", {"username": b"exotel-key\n", "password": b"s3cr3t-t0ken"}))
+    assert state.basic_sha256 == hash_basic("exotel-key", "s3cr3t-t0ken")
+    assert "s3cr3t-t0ken" not in repr(state) and "exotel-key" not in repr(state)
+    colon = secret_state(secret_obj("b", {"username": b"a:b", "password": b"c"}))
+    assert colon.basic_sha256 is None
+    assert "contains ':'" in colon.problems["username"]
 
 
 def test_evaluate_orders_by_precedence_and_resolves_tokens() -> None:
@@ -85,6 +103,61 @@ def test_evaluate_orders_by_precedence_and_resolves_tokens() -> None:
     assert by_name["voice/sales"].token_sha256 is None
     assert result.table.version == 0
     assert all(o.accepted and o.route is not None for o in result.outcomes.values())
+
+
+def test_evaluate_resolves_every_auth_kind_and_locks_the_bearer_field_without_a_token() -> None:
+    secrets = {
+        ("voice", "tok"): secret_state(secret_obj("tok", {"token": b"t0ken"})),
+        ("voice", "ba"): secret_state(secret_obj("ba", {"username": b"u", "password": b"p"})),
+        ("voice", "tw"): secret_state(secret_obj("tw", {"authToken": b"twilio-auth-token"})),
+    }
+    both = {"auth": {**with_secret("tok")["auth"], **with_twilio("tw", key="authToken")["auth"]}}
+    result = evaluate(
+        [
+            snap("basic", with_basic("ba", match={"controlId": "exotel-*"})),
+            snap("twilio", with_twilio("tw", key="authToken", match={"controlId": "twilio-*"})),
+            snap("both", {**both, "match": {"controlId": "both-*"}}),
+        ],
+        secrets,
+    )
+    by_name = {r.name: r for r in result.table.routes}
+    basic, twilio, mixed = by_name["voice/basic"], by_name["voice/twilio"], by_name["voice/both"]
+    assert (basic.basic_sha256, basic.twilio_key) == (hash_basic("u", "p"), None)
+    assert (twilio.twilio_key, twilio.basic_sha256) == (twilio_key("twilio-auth-token"), None)
+    # Without a bearer kind the legacy field can match no token: an older gateway refuses, never serves open.
+    assert basic.token_sha256 == twilio.token_sha256 == NO_BEARER_TOKEN
+    assert (mixed.token_sha256, mixed.twilio_key) == (hash_token("t0ken"), twilio_key("twilio-auth-token"))
+    assert mixed.auth_kinds == ("bearer", "twilio_signature") and basic.auth_kinds == ("basic",)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason", "says"),
+    [
+        (None, SECRET_NOT_FOUND, "does not exist"),
+        ({"username": b"u"}, SECRET_KEY_NOT_FOUND, "no key 'password'"),
+        ({"username": b"u", "password": b" \n"}, INVALID_SECRET, "'password'"),
+        ({"username": b"u:x", "password": b"p"}, INVALID_SECRET, "contains ':'"),
+    ],
+)
+def test_a_basic_auth_route_without_a_usable_secret_stays_out(
+    data: dict[str, bytes] | None, reason: str, says: str
+) -> None:
+    secrets = {} if data is None else {("voice", "ba"): secret_state(secret_obj("ba", data))}
+    result = evaluate([snap("basic", with_basic("ba"))], secrets)
+    outcome = result.outcomes["voice/basic"]
+    assert (outcome.reason, outcome.accepted, outcome.route) == (reason, True, None)
+    assert says in outcome.message and "voice/ba" in outcome.message
+    assert result.table.routes == ()
+
+
+def test_one_unresolved_kind_keeps_a_multi_kind_route_out() -> None:
+    """Any-of at the gateway, but every configured kind must resolve: never less auth than written."""
+    secrets = {("voice", "tok"): secret_state(secret_obj("tok", {"token": b"t0ken"}))}
+    spec = {"auth": {**with_secret("tok")["auth"], **with_twilio("missing")["auth"]}}
+    result = evaluate([snap("both", spec)], secrets)
+    assert result.outcomes["voice/both"].reason == SECRET_NOT_FOUND
+    assert "voice/missing" in result.outcomes["voice/both"].message
+    assert result.table.routes == ()
 
 
 def test_evaluate_is_deterministic_whatever_the_order() -> None:
@@ -174,8 +247,10 @@ def test_referenced_secrets_skips_deleting_and_invalid() -> None:
         snap("b", with_secret("s2"), deleting=True),
         snap("c", {"match": {"controlId": "[x"}, "auth": {"bearerTokenSecretRef": {"name": "s3"}}}),
         snap("d", with_secret("s1", key="other"), ns="team"),
+        snap("e", with_basic("b1")),
+        snap("f", with_twilio("t1")),
     ]
-    assert referenced_secrets(snaps) == {("voice", "s1"), ("team", "s1")}
+    assert referenced_secrets(snaps) == {("voice", "s1"), ("team", "s1"), ("voice", "b1"), ("voice", "t1")}
 
 
 def test_same_content_ignores_version_only() -> None:

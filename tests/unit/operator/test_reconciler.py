@@ -15,8 +15,9 @@ from sgw_operator.metrics import OperatorMetrics
 from sgw_operator.model import RouteSnapshot
 from sgw_operator.reconciler import Reconciler
 from sgw_operator.sink import MemoryTableSink, TableSink
+from sgw_routes.credentials import hash_basic, twilio_key
 from sgw_routes.model import RoutingTable, hash_token
-from tests.unit.operator.conftest import secret_obj, snap, with_secret
+from tests.unit.operator.conftest import secret_obj, snap, with_basic, with_secret, with_twilio
 
 NOW = "2026-03-01T00:00:00Z"
 
@@ -168,6 +169,40 @@ async def test_secrets_are_read_once_and_reread_after_a_change() -> None:
     assert await w.rec.reconcile()
     assert w.table.routes[0].token_sha256 == hash_token("two")
     assert w.table.version == 3  # empty, one, two
+
+
+async def test_basic_auth_and_twilio_secrets_are_followed_through_create_change_delete() -> None:
+    w = World()
+    w.put(snap("exotel", with_basic("exotel-auth", match={"controlId": "ex-*"})))
+    w.put(snap("twilio", with_twilio("twilio-auth", match={"controlId": "tw-*"})))
+    assert await w.rec.reconcile()
+    assert w.kube.ready("voice/exotel") == ("False", "SecretNotFound")
+    assert w.kube.ready("voice/twilio") == ("False", "SecretNotFound")
+
+    w.kube.secrets[("voice", "exotel-auth")] = secret_obj("exotel-auth", {"username": b"key", "password": b"one"})
+    w.kube.secrets[("voice", "twilio-auth")] = secret_obj("twilio-auth", {"token": b"first"})
+    w.rec.secret_changed("voice", "exotel-auth")
+    w.rec.secret_changed("voice", "twilio-auth")
+    assert await w.rec.reconcile()
+    by_name = {r.name: r for r in w.table.routes}
+    assert by_name["voice/exotel"].basic_sha256 == hash_basic("key", "one")
+    assert by_name["voice/twilio"].twilio_key == twilio_key("first")
+
+    w.kube.secrets[("voice", "exotel-auth")] = secret_obj("exotel-auth", {"username": b"key", "password": b"two"})
+    w.kube.secrets[("voice", "twilio-auth")] = secret_obj("twilio-auth", {"token": b"second"})
+    w.rec.secret_changed("voice", "exotel-auth")
+    w.rec.secret_changed("voice", "twilio-auth")
+    assert await w.rec.reconcile()
+    by_name = {r.name: r for r in w.table.routes}
+    assert by_name["voice/exotel"].basic_sha256 == hash_basic("key", "two")
+    assert by_name["voice/twilio"].twilio_key == twilio_key("second")
+
+    del w.kube.secrets[("voice", "exotel-auth")]
+    w.rec.secret_changed("voice", "exotel-auth")
+    assert await w.rec.reconcile()
+    assert [r.name for r in w.table.routes] == ["voice/twilio"]
+    assert w.kube.ready("voice/exotel") == ("False", "SecretNotFound")
+    assert ("exotel", "Warning", "SecretNotFound") in w.kube.events
 
 
 async def test_a_failing_secret_read_keeps_the_live_table() -> None:

@@ -8,7 +8,19 @@ import pytest
 
 from gateway.errors import CloseCode, GatewayError, RemoteProtocolError, RouteNotFound, Unauthorized
 from gateway.protocol.actions import Close, EventOut, FrameOut, Started
-from gateway.protocol.events import Connected, Dtmf, Ignored, Mark, Media, Reordered, Start, Stop, TrackName
+from gateway.protocol.auth import read_credentials
+from gateway.protocol.events import (
+    Connected,
+    Dtmf,
+    Ignored,
+    Mark,
+    Media,
+    ProviderError,
+    Reordered,
+    Start,
+    Stop,
+    TrackName,
+)
 from gateway.protocol.media import Codec
 from gateway.protocol.session import TRANSITIONS, SessionConfig, State, StreamSession
 from sgw_routes.model import Route, RoutingTable, default_route, hash_token
@@ -115,7 +127,7 @@ def test_order_violations_are_typed_errors(events: list[object], reason: str) ->
 
 
 def test_every_state_and_event_kind_is_in_the_table() -> None:
-    kinds = {Connected, Start, Media, Dtmf, Mark, Stop, Reordered, Ignored}
+    kinds = {Connected, Start, Media, Dtmf, Mark, Stop, Reordered, ProviderError, Ignored}
     assert set(TRANSITIONS[State.AWAIT_START]) == kinds
     assert set(TRANSITIONS[State.STREAMING]) == kinds
     assert TRANSITIONS[State.CLOSED] == {}
@@ -205,15 +217,17 @@ def test_no_route_without_default_is_refused() -> None:
 
 
 @pytest.mark.parametrize(("token", "ok"), [("s3cret", True), ("wrong", False), (None, False)])
-def test_bearer_token_checked_at_start(token: str | None, ok: bool) -> None:
+def test_credentials_checked_at_start(token: str | None, ok: bool) -> None:
     secured = Route(name="sec", control_id="*", token_sha256=hash_token("s3cret"))
-    s = session(table(secured, default=False), token=token)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    s = session(table(secured, default=False), credentials=read_credentials(headers.get, "/stream"))
     if ok:
         assert isinstance(s.receive(start(), NOW)[0], Started)
         assert "s3cret" not in repr(s)
     else:
-        with pytest.raises(Unauthorized):
+        with pytest.raises(Unauthorized) as info:
             s.receive(start(), NOW)
+        assert info.value.close_message == "unauthorized" and s.info is None
 
 
 def test_subject_placeholders_are_sanitised() -> None:
