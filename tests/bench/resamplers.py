@@ -2,7 +2,7 @@
 
 Usage: ``python -m tests.bench.resamplers``. soxr and numpy are dependencies of the project; the
 other candidates are measured when importable, e.g. after
-``pip install --target /tmp/cmp samplerate scipy`` and ``PYTHONPATH=/tmp/cmp``.
+``pip install --target DIR samplerate scipy`` and ``PYTHONPATH=DIR``.
 
 Every candidate is fed 20 ms frames, as the gateway feeds it, at every rate pair a transform
 uses, and measured on:

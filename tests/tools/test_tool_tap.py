@@ -294,7 +294,7 @@ def test_cli_flags() -> None:
             "--nats-url=nats://h:1",
             "--audio-subject=a.>",
             "--events-subject=e.>",
-            "--wav=/tmp/x",
+            "--wav=calls-out",
             "--calls=2",
             "--duration=3",
             "--quiet",
@@ -302,7 +302,7 @@ def test_cli_flags() -> None:
     )
     assert args.func is tap_module.run_cli
     assert (args.nats_url, args.audio_subject, args.events_subject) == ("nats://h:1", "a.>", "e.>")
-    assert (args.wav, args.calls, args.duration, args.quiet) == (Path("/tmp/x"), 2, 3.0, True)
+    assert (args.wav, args.calls, args.duration, args.quiet) == (Path("calls-out"), 2, 3.0, True)
 
 
 async def test_cli_runs_against_nats(nats_server: EmbeddedNats) -> None:
