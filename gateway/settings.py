@@ -112,7 +112,8 @@ class NatsSettings:
     """Seconds NATS may take to confirm what was published (a PING/PONG round trip). A server that
     takes longer is hung, or the path to it is: the connection is dropped and another server of
     the URL list is tried, with ``/readyz`` 503 until one confirms again. Unconfirmed audio is
-    sent again there, so nothing is lost."""
+    sent again there, so nothing is lost. A server that is slow but still reads what the gateway
+    sends (a backlog of over 64 KiB draining) is not hung: the clock restarts while it reads."""
     flush_interval: float = 0.0005
     """Seconds frames may wait to be written to NATS together: one system call carries every frame
     read meanwhile. Adds at most this much latency; ``0`` writes at the end of every event-loop

@@ -81,9 +81,12 @@ async def test_a_slow_nats_pauses_the_providers_and_loses_nothing(
     nats_server: EmbeddedNats, slow_nats: OneWayPartitionProxy, gateway_factory: GatewayFactory
 ) -> None:
     await create_capture_stream(nats_server.url)
+    # A short confirmation timeout: a PING queued behind the backlog waits far longer than 1 s for
+    # its PONG, yet the server reads all the time, so the gateway must stay with it (leaving a slow
+    # server for a hung one would only send everything unconfirmed twice).
     gw = await gateway_factory(
         slow_nats.url,
-        **{"nats.pending_bytes": 64 * 1024, "nats.confirm_timeout": 60.0, "buffer.max_pause": 60.0},
+        **{"nats.pending_bytes": 64 * 1024, "nats.confirm_timeout": 1.0, "buffer.max_pause": 60.0},
     )
     t0 = time.monotonic()
     sent, stored, dropped = await stream_and_count(gw, nats_server.url, calls=20, seconds=10.0)
@@ -95,6 +98,8 @@ async def test_a_slow_nats_pauses_the_providers_and_loses_nothing(
     assert pauses >= 1
     assert stored == sent and dropped == 0
     assert gw.metric("sgw_frames_dropped_total") == 0
+    assert (gw.metric("sgw_nats_reconnects_total"), gw.metric("sgw_frames_resent_total")) == (0, 0)
+    assert slow_nats.connections == 1
 
 
 @pytest.mark.timeout(180)
