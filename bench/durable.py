@@ -13,15 +13,13 @@ JetStream (``jetstream { store_dir }``) only in runs with ``--durable``.
 from __future__ import annotations
 
 import contextlib
-import math
 from pathlib import Path
 from typing import Any
 
 import nats
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
-from bench.phases import Bench, max_phase, realtime_phase
-from bench.targets import start_gateway
+from bench.phases import Bench, realtime_per_cpu_s, routed_phases
 
 STREAM = "BENCH"
 _MAX_BYTES = 1 << 30
@@ -65,36 +63,10 @@ async def prepare(nats_url: str) -> None:
         await nc.close()
 
 
-async def measure(
-    bench: Bench,
-    *,
-    cpus: str,
-    nats_url: str,
-    cmd: list[str],
-    extra: list[str],
-    routes: Path,
-    calls: int,
-    seconds: float,
-    max_calls: int,
-    max_ticks: int,
-    timeout: float,
-) -> dict[str, Any]:
+async def measure(bench: Bench, *, nats_url: str, **phases: Any) -> dict[str, Any]:
     """One repeat of the durable route: a real-time phase and the maximum-rate phase."""
     await prepare(nats_url)
-    argv = [*extra, "--routes", str(routes), "--route-source", "file"]
-    target = await start_gateway(bench.procs, cpus, nats_url, cmd=cmd, extra=argv, timeout=timeout)
-    try:
-        realtime = await realtime_phase(bench, target, calls, seconds)
-        mx = await max_phase(bench, target, max_calls, max_ticks)
-    finally:
-        await bench.procs.stop(target.child, grace=30)
-    return {"realtime": realtime, "max": mx}
-
-
-def realtime_per_cpu_s(phase: dict[str, Any]) -> float:
-    """Delivered frames per CPU-second of the target in a real-time phase."""
-    cpu = float(phase["cpu_s"])
-    return phase["delivered"] / cpu if cpu > 0 else math.nan
+    return await routed_phases(bench, nats_url=nats_url, **phases)
 
 
 def line(tag: str, durable: dict[str, Any], core: dict[str, Any]) -> str:

@@ -14,12 +14,13 @@ import itertools
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.control import BenchError, Controlled
 from bench.procs import Child, Processes
 from bench.procstat import Sample, Usage, cpu_seconds, rss_bytes, usage
-from bench.targets import Running
+from bench.targets import Running, start_gateway
 from bench.wire import TRACKS
 
 _MIN_CPU_S = 0.05
@@ -248,3 +249,35 @@ async def max_phase(bench: Bench, target: Running, calls: int, ticks: int) -> di
         "closed_by_server_early": closed["closed_by_server_early"],
         **delivery,
     }
+
+
+async def routed_phases(
+    bench: Bench,
+    *,
+    cpus: str,
+    nats_url: str,
+    cmd: list[str],
+    extra: list[str],
+    routes: Path,
+    calls: int,
+    seconds: float,
+    max_calls: int,
+    max_ticks: int,
+    timeout: float,
+) -> dict[str, Any]:
+    """A gateway with a routes file (``--durable``, ``--transform``): one real-time phase and the
+    maximum-rate phase, as ``{"realtime": ..., "max": ...}``."""
+    argv = [*extra, "--routes", str(routes), "--route-source", "file"]
+    target = await start_gateway(bench.procs, cpus, nats_url, cmd=cmd, extra=argv, timeout=timeout)
+    try:
+        realtime = await realtime_phase(bench, target, calls, seconds)
+        mx = await max_phase(bench, target, max_calls, max_ticks)
+    finally:
+        await bench.procs.stop(target.child, grace=30)
+    return {"realtime": realtime, "max": mx}
+
+
+def realtime_per_cpu_s(phase: dict[str, Any]) -> float:
+    """Delivered frames per CPU-second of the target in a real-time phase."""
+    cpu = float(phase["cpu_s"])
+    return phase["delivered"] / cpu if cpu > 0 else math.nan

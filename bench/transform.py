@@ -14,12 +14,10 @@ of both side by side.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-from bench.phases import Bench, max_phase, realtime_phase
-from bench.targets import start_gateway
+from bench.phases import Bench, realtime_per_cpu_s, routed_phases
 
 RATES = (8000, 16000, 24000, 48000)
 
@@ -46,40 +44,15 @@ def write_routes(directory: Path, rate: int) -> Path:
     return path
 
 
-async def measure(
-    bench: Bench,
-    *,
-    cpus: str,
-    nats_url: str,
-    cmd: list[str],
-    extra: list[str],
-    routes: Path,
-    calls: int,
-    seconds: float,
-    max_calls: int,
-    max_ticks: int,
-    timeout: float,
-) -> dict[str, Any]:
+async def measure(bench: Bench, *, nats_url: str, **phases: Any) -> dict[str, Any]:
     """One repeat of the transforming route: a real-time phase and the maximum-rate phase."""
-    argv = [*extra, "--routes", str(routes), "--route-source", "file"]
-    target = await start_gateway(bench.procs, cpus, nats_url, cmd=cmd, extra=argv, timeout=timeout)
-    try:
-        realtime = await realtime_phase(bench, target, calls, seconds)
-        mx = await max_phase(bench, target, max_calls, max_ticks)
-    finally:
-        await bench.procs.stop(target.child, grace=30)
-    return {"realtime": realtime, "max": mx}
-
-
-def _realtime_per_cpu_s(phase: dict[str, Any]) -> float:
-    cpu = float(phase["cpu_s"])
-    return phase["delivered"] / cpu if cpu > 0 else math.nan
+    return await routed_phases(bench, nats_url=nats_url, **phases)
 
 
 def line(tag: str, rate: int, transformed: dict[str, Any], plain: dict[str, Any]) -> str:
     """The two routes side by side (``plain``: the plain gateway's phases of the same repeat)."""
     rt, mx = transformed["realtime"], transformed["max"]
-    per_cpu_s = _realtime_per_cpu_s(rt), _realtime_per_cpu_s(plain["realtime"])
+    per_cpu_s = realtime_per_cpu_s(rt), realtime_per_cpu_s(plain["realtime"])
     return (
         f"{tag} route with an L16/{rate} copy vs plain route, frames per CPU-second: "
         f"{rt['calls']} real-time calls {per_cpu_s[0]:,.0f} vs {per_cpu_s[1]:,.0f} "

@@ -283,12 +283,17 @@ ROWS: list[Row] = [
                 "Provider sockets paused by back-pressure",
                 "1 while NATS is connected but not keeping up and the pod has stopped reading its "
                 "provider sockets (nothing is lost while paused; past buffer.max_pause it reads again "
-                "and the stream buffers take over). Pauses per minute alongside.",
+                "and the stream buffers take over). Pauses per minute alongside, and pauses of single "
+                "streams whose durable route's acknowledgements lag, per route.",
                 [
                     (f"max by (instance, pod) (sgw_backpressure_active{{{NS}}})", "paused " + POD),
                     (
                         f"sum by (instance, pod) (rate(sgw_backpressure_pauses_total{{{NS}}}[{RATE}])) * 60",
                         "pauses/min " + POD,
+                    ),
+                    (
+                        f"sum by (route) (rate(sgw_stream_pauses_total{{{NS}}}[{RATE}])) * 60",
+                        "stream pauses/min {{route}}",
                     ),
                 ],
                 width=8,

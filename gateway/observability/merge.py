@@ -82,6 +82,7 @@ MERGE_RULES: Final[Mapping[str, Rule]] = MappingProxyType(
         # Back-pressure and loop lag drive each worker's own admission control.
         "sgw_backpressure_active": _W,
         "sgw_backpressure_pauses_total": _S,
+        "sgw_stream_pauses_total": _S,
         "sgw_event_loop_lag_seconds": _W,
         # Readiness and drain are per process; the supervisor's /readyz combines them.
         "sgw_ready": _W,

@@ -172,6 +172,12 @@ class GatewayMetrics:
             "Times the provider sockets were paused because NATS was not keeping up.",
             registry=registry,
         )
+        self.stream_pauses = Counter(
+            "sgw_stream_pauses_total",
+            "Times one stream's socket was paused because its durable route's acknowledgements lagged.",
+            ["route"],
+            registry=registry,
+        )
         self.loop_lag = Gauge(
             "sgw_event_loop_lag_seconds",
             "How late the event loop runs a timer (smoothed): above server.max_loop_lag new streams get 503.",
@@ -275,6 +281,7 @@ METRIC_NAMES: Final = frozenset(
         "sgw_ready",
         "sgw_backpressure_active",
         "sgw_backpressure_pauses_total",
+        "sgw_stream_pauses_total",
         "sgw_event_loop_lag_seconds",
         "sgw_draining",
     }

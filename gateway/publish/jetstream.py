@@ -21,7 +21,8 @@ after that, this stream's next refusals of that kind count at once until one mes
 
 Bounds as in the core outbox: ``capacity`` audio frames held (queued or awaiting their
 acknowledgement), past it the oldest queued one is dropped (``backpressure``) or the stream
-closed; ``max_events`` events.
+closed; ``max_events`` events. The shell pauses the stream's socket while a quarter of the
+capacity waits for a lagging stream (:mod:`gateway.transport.ackflow`).
 
 Why not nats-py's ``publish_async``: it has no acknowledgement timeout or window per stream, and
 per message it awaits a coroutine, builds the header block in Python and resolves a future
@@ -82,6 +83,7 @@ class JetStreamOutbox:
         "events_held",
         "held_per_track",
         "max_events",
+        "overdraft",
     )
 
     def __init__(
@@ -129,6 +131,9 @@ class JetStreamOutbox:
         self._on_event_dropped = on_event_dropped
         self.drop_oldest = drop_oldest
         self.capacity = capacity
+        self.overdraft = False
+        """True while the stream's socket is paused for its acknowledgements: frames of a read
+        already made are kept beyond ``capacity`` (see :mod:`gateway.transport.ackflow`)."""
         self.max_events = max_events
         self.audio_held = 0
         self.events_held = 0
@@ -143,7 +148,7 @@ class JetStreamOutbox:
         tail = b"%d\r\nSgw-Ts: %d\r\nNats-Msg-Id: %b%d\r\n\r\n" % (seq, ts, self._ids[track], seq)
         size = self._prefix_lens[track] + len(tail)
         rest = b" %d %d\r\n%b%b%b\r\n" % (size, size + len(payload), self._prefixes[track], tail, payload)
-        if self.audio_held >= self.capacity:
+        if self.audio_held >= self.capacity and not self.overdraft:
             if not self.drop_oldest:
                 raise BufferOverflow(f"buffer full ({self.capacity} frames): JetStream is not keeping up")
             self._evict_oldest_audio()
@@ -310,6 +315,11 @@ class JetStreamOutbox:
                 heads.appendleft(self._heads[kind])
                 audio += 1
         router.count_resent(audio)
+
+    def backlog(self) -> int:
+        """Audio frames held while the link takes writes: the stream's acknowledgements are behind.
+        0 during an outage, when holding the audio is the buffer's job, as on core NATS."""
+        return self.audio_held if self._link.ready else 0
 
     # -- bounds and accounting ---------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from gateway.publish.fanout import FanoutOutbox
 from gateway.publish.jetstream import JetStreamOutbox
 from gateway.publish.outbox import EventFlood, Outbox
 from gateway.publish.wire import FrameTemplate
+from gateway.transport.ackflow import AckFlow
 from gateway.transport.context import GatewayContext
 from gateway.transport.pacer import Pacer
 from gateway.transport.playback import forward
@@ -70,6 +71,8 @@ class ProviderStream(WSListener):
         "_messages",
         "_pacer",
         "_paused",
+        "_paused_by",
+        "_ackflow",
         "_pending",
         "_pinged",
         "_seen_at_check",
@@ -116,6 +119,9 @@ class ProviderStream(WSListener):
             self._use(create(provider, forced=True))
         self._pacer: Pacer | None = None
         self._paused = False
+        self._paused_by = [False, False]
+        """Who wants the socket paused: [the link (every stream), this stream's acknowledgements]."""
+        self._ackflow: AckFlow | None = None
         self._fragments: bytearray | None = None
         self._limit = ctx.settings.websocket.max_message_bytes
         self._fragment_type = _TEXT
@@ -269,6 +275,8 @@ class ProviderStream(WSListener):
             self._pacer.stop()
             if lost:
                 self.ctx.metrics.playback_messages.labels("dropped").inc(lost)
+        if self._ackflow is not None:
+            self._ackflow.stop()
         if self.outbox is not None:
             self.outbox.seal()
         self._finish_observability()
@@ -381,6 +389,14 @@ class ProviderStream(WSListener):
                 ctx.publisher, templates, capacity=capacity, max_events=max_events, drop_oldest=drop_oldest
             )
         self._frame = frame_sink(info, self.outbox)  # a plain route's: outbox.frame itself
+        if isinstance(self.outbox, JetStreamOutbox):
+            self._frame = self._ackflow = AckFlow(
+                self._frame,
+                self.outbox,
+                partial(self._pause_for, 1),
+                max_pause=settings.max_pause,
+                on_pause=ctx.metrics.stream_pauses.labels(route).inc,
+            )
         self._latency = ctx.metrics.publish_latency.labels(route)
         m = ctx.metrics
         m.streams_started.labels(route, info.provider).inc()
@@ -467,8 +483,15 @@ class ProviderStream(WSListener):
         )
 
     def pause_reading(self, paused: bool) -> None:
+        """The link stopped (or resumed) taking writes (the registry calls this on every stream)."""
+        self._pause_for(0, paused)
+
+    def _pause_for(self, reason: int, paused: bool) -> None:
+        """The socket reads only while neither the link nor this stream's acknowledgements hold it."""
+        self._paused_by[reason] = paused
+        paused = self._paused_by[0] or self._paused_by[1]
         transport = self.transport
-        if transport is None or not self.socket_open:
+        if transport is None or not self.socket_open or paused == self._paused:
             return
         self._paused = paused
         if paused:

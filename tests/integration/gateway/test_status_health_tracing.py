@@ -93,10 +93,12 @@ async def test_internal_port_metrics_health_readiness(gateway: RunningGateway) -
     samples = parse_metrics(text)
     families = {name.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum") for name, _ in samples}
     exported = {n.removesuffix("_total") for n in METRIC_NAMES}
-    # route-labelled series appear with their first stream; everything else is exported from start-up
+    # route-labelled series appear with their first stream (stream pauses with the first pause of a
+    # durable route's stream); everything else is exported from start-up
     assert {n.removesuffix("_total") for n in families if n.startswith("sgw_")} >= exported - {
         "sgw_frames_dropped",
         "sgw_sequence_anomalies",
+        "sgw_stream_pauses",
     }
     assert samples[("sgw_frames_published_total", (("route", "default"), ("track", "inbound")))] > 0
     assert samples[("sgw_nats_connected", ())] == 1
