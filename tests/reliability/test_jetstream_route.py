@@ -247,43 +247,53 @@ async def test_the_window_keeps_a_stream_flowing_across_a_slow_round_trip(
     assert len(stored) == 2 * (200 + 2)  # two calls of 100 frames per track, stored once each
 
 
+async def lagging_call(
+    factory: GatewayFactory, nats_server: EmbeddedNats, tmp_path: Path, *, max_pause: float, realtime: bool, seed: int
+) -> tuple[CallReport, float, dict[str, float]]:
+    """One two-track call of 5 s whose stream acknowledges slower than it sends (5 in flight,
+    100 ms away: about 50 frames/s), with a buffer of 100 frames: the call, the stream pauses,
+    and the frames dropped (``all`` and ``backpressure``)."""
+    await create_stream(nats_server.url, STREAM, SUBJECTS)
+    proxy = DelayedReplyProxy("127.0.0.1", nats_server.port, delay=0.1)
+    await proxy.start()
+    try:
+        settings = {"nats.jetstream_window": 5, "buffer.max_frames": 100, "buffer.max_pause": max_pause}
+        gw = await durable_gateway(factory, proxy.url, tmp_path, **settings)
+        report = await simulate(
+            SimulateOptions(
+                url=gw.ws_url, calls=1, track="both", duration=5.0, realtime=realtime, seed=seed, close_timeout=60.0
+            )
+        )
+        await eventually(gw.idle, 60, "every frame acknowledged or dropped")
+        pauses = gw.metric("sgw_stream_pauses_total", route="durable")
+        dropped = {
+            "all": gw.metric("sgw_frames_dropped_total"),
+            "backpressure": gw.metric("sgw_frames_dropped_total", reason="backpressure"),
+        }
+    finally:
+        await proxy.close()
+    return report.calls[0], pauses, dropped
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("realtime", [True, False], ids=["real-time", "burst"])
 async def test_a_stream_faster_than_its_acknowledgements_is_paused_not_dropped(
     gateway_factory: GatewayFactory, nats_server: EmbeddedNats, tmp_path: Path, realtime: bool
 ) -> None:
-    """A call whose stream acknowledges slower than it sends (5 in flight, 100 ms away: about 50
-    frames/s), in real time (100 frames/s) or as one burst, with a buffer of 100 frames. Without
-    pausing, the backlog grows past the buffer and hundreds of frames are dropped; with it, the
-    socket is paused while over a quarter of the buffer waits (the provider's frames wait in TCP),
-    so nothing is dropped and every frame is stored once, late."""
-    await create_stream(nats_server.url, STREAM, SUBJECTS)
-    proxy = DelayedReplyProxy("127.0.0.1", nats_server.port, delay=0.1)
-    await proxy.start()
-    try:
-        gw = await durable_gateway(
-            gateway_factory,
-            proxy.url,
-            tmp_path,
-            **{"nats.jetstream_window": 5, "buffer.max_frames": 100, "buffer.max_pause": 60.0},
-        )
-        report = await simulate(
-            SimulateOptions(
-                url=gw.ws_url, calls=1, track="both", duration=5.0, realtime=realtime, seed=607, close_timeout=60.0
-            )
-        )
-        await eventually(gw.idle, 60, "every frame acknowledged")
-        pauses = gw.metric("sgw_stream_pauses_total", route="durable")
-        dropped = gw.metric("sgw_frames_dropped_total")
-    finally:
-        await proxy.close()
+    """The lagging call in real time (100 frames/s) or as one burst. Without pausing, the backlog
+    grows past the buffer and hundreds of frames are dropped; with it, the socket is paused while
+    over a quarter of the buffer waits (the provider's frames wait in TCP), so nothing is dropped
+    and every frame is stored once, late."""
+    call, pauses, dropped = await lagging_call(
+        gateway_factory, nats_server, tmp_path, max_pause=60.0, realtime=realtime, seed=607
+    )
     stored = await read_stream(nats_server.url, STREAM)
-    frames = assert_stored_once(stored, report.calls, "paused stream")
+    frames = assert_stored_once(stored, [call], "paused stream")
     print(
         f"a stream acknowledged at 50 frames/s, sent {'in real time' if realtime else 'at once'}: "
         f"{frames} frames stored once, {pauses:.0f} pauses"
     )
-    assert frames == 500 and dropped == 0
+    assert frames == 500 and dropped["all"] == 0
     assert pauses >= 1
 
 
@@ -291,28 +301,14 @@ async def test_a_stream_faster_than_its_acknowledgements_is_paused_not_dropped(
 async def test_past_the_pause_bound_a_lagging_stream_drops_only_what_it_counts(
     gateway_factory: GatewayFactory, nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
-    """The same lagging stream with ``buffer.max_pause`` 0.3 s: the socket is read again after the
-    bound, the buffer drops its oldest frames, and what is missing from the stream is exactly what
-    was counted (metric and the ``stopped`` event)."""
-    await create_stream(nats_server.url, STREAM, SUBJECTS)
-    proxy = DelayedReplyProxy("127.0.0.1", nats_server.port, delay=0.1)
-    await proxy.start()
-    try:
-        gw = await durable_gateway(
-            gateway_factory,
-            proxy.url,
-            tmp_path,
-            **{"nats.jetstream_window": 5, "buffer.max_frames": 100, "buffer.max_pause": 0.3},
-        )
-        report = await simulate(
-            SimulateOptions(url=gw.ws_url, calls=1, track="both", duration=5.0, seed=608, close_timeout=60.0)
-        )
-        await eventually(gw.idle, 60, "every frame acknowledged or dropped")
-        dropped = gw.metric("sgw_frames_dropped_total", reason="backpressure")
-    finally:
-        await proxy.close()
+    """The lagging call with ``buffer.max_pause`` 0.3 s: the socket is read again after the bound,
+    the buffer drops its oldest frames, and what is missing from the stream is exactly what was
+    counted (metric and the ``stopped`` event)."""
+    call, _, counted = await lagging_call(
+        gateway_factory, nats_server, tmp_path, max_pause=0.3, realtime=True, seed=608
+    )
+    dropped = counted["backpressure"]
     stored = await read_stream(nats_server.url, STREAM)
-    call = report.calls[0]
     kept = sum(len({m.headers["Sgw-Seq"] for m in stored if m.subject == audio_subject(call, t)}) for t in call.tracks)
     stopped = msgspec.json.decode(events_of(stored, call)[-1].data)
     told = sum(int(stopped["tracks"][t]["dropped"]) for t in call.tracks)
