@@ -19,7 +19,6 @@ import gc
 import logging
 import signal
 import ssl
-from dataclasses import dataclass
 
 from aiohttp import web
 from opentelemetry.sdk.trace import SpanProcessor
@@ -27,7 +26,6 @@ from prometheus_client import CollectorRegistry
 
 from gateway.embedded_nats import EmbeddedNats
 from gateway.errors import ConfigError
-from gateway.observability.logging import redact_url
 from gateway.observability.metrics import GatewayMetrics
 from gateway.observability.tracing import StreamTracing, build_tracer_provider
 from gateway.publish.base import Publisher
@@ -38,6 +36,7 @@ from gateway.routing.natskv import NatsKvRouteSource
 from gateway.routing.source import RouteSource
 from gateway.routing.static import StaticRouteSource
 from gateway.settings import Settings
+from gateway.startup import Endpoints, print_banner, start_unless_signalled
 from gateway.transport.app import HTTP_LOGGER, build_internal_app, build_public_app
 from gateway.transport.context import GatewayContext
 from gateway.transport.overload import Overload
@@ -49,13 +48,6 @@ logger = logging.getLogger(__name__)
 
 _FLUSH_TIMEOUT = 5.0
 _PICOWS_FRAME_CAP = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    ws_url: str
-    internal_url: str
-    nats_url: str
 
 
 class GatewayServer:
@@ -310,24 +302,9 @@ async def serve(settings: Settings, *, banner: bool = True) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # A signal during start-up (e.g. while waiting for the first route table) stops the start.
-    starting = asyncio.create_task(server.start())
-    stopping = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not starting.done():
-            starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await starting
-            logger.info("signal received during start-up: exiting")
-            await server.stop()
-            return 0
-        endpoints = starting.result()
-    except BaseException:
-        await server.stop()
-        raise
-    finally:
-        stopping.cancel()
+    endpoints = await start_unless_signalled(server.start(), stop, server.stop)
+    if endpoints is None:
+        return 0
     # Everything built so far lives as long as the process: out of the cyclic GC's sight, a full
     # collection only walks what the streams create (it walked every start-up object before).
     gc.collect()
@@ -341,27 +318,3 @@ async def serve(settings: Settings, *, banner: bool = True) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return 0
-
-
-def print_banner(settings: Settings, ep: Endpoints) -> None:
-    embedded = " (embedded)" if settings.embedded_nats else ""
-    routes = {
-        "static": "default route: everything to audio.{call_id}.{track}, no auth",
-        "file": f"routes file {settings.routing.file}",
-        "natskv": f"NATS KV bucket {settings.routing.kv_bucket!r} (operator)",
-    }[settings.routing_source]
-    lines = [
-        "",
-        "stream-gateway is up",
-        f"  WebSocket : {ep.ws_url}   (and {ep.ws_url}/<control_id>)",
-        f"  internal  : {ep.internal_url}/metrics  /healthz  /readyz",
-        f"  NATS      : {redact_url(ep.nats_url)}{embedded}",
-        f"  routes    : {routes}",
-        "",
-        "Send simulated calls (another terminal):",
-        f"  .venv/bin/streamgw simulate --url {ep.ws_url} --calls 3 --track both --duration 10",
-        "Watch the audio arrive:",
-        f"  .venv/bin/streamgw tap --nats-url {redact_url(ep.nats_url)} --wav ./calls",
-        "",
-    ]
-    print("\n".join(lines), flush=True)

@@ -46,9 +46,9 @@ from prometheus_client.metrics_core import Metric
 
 from gateway.embedded_nats import EmbeddedNats
 from gateway.errors import ConfigError
-from gateway.observability.logging import redact_url
 from gateway.observability.merge import CounterCarry, merge, parse, render
 from gateway.settings import Settings, env_name, iter_fields
+from gateway.startup import Endpoints, print_banner, start_unless_signalled
 
 logger = logging.getLogger(__name__)
 
@@ -174,13 +174,6 @@ def reserve_port(host: str, port: int) -> tuple[int, list[socket.socket]]:
     return port, sockets
 
 
-@dataclass(frozen=True)
-class SupervisorEndpoints:
-    ws_url: str
-    internal_url: str
-    nats_url: str
-
-
 @dataclass
 class _Worker:
     """One worker slot: the index stays, the process changes on every restart."""
@@ -236,7 +229,7 @@ class Supervisor:
         self._env: dict[str, str] = {}
         self._preexec = _pdeathsig()
         self.port = 0
-        self.endpoints: SupervisorEndpoints | None = None
+        self.endpoints: Endpoints | None = None
 
     @property
     def _start_timeout(self) -> float:
@@ -245,7 +238,7 @@ class Supervisor:
 
     # -- start-up ---------------------------------------------------------------------------------
 
-    async def start(self) -> SupervisorEndpoints:
+    async def start(self) -> Endpoints:
         """Reserve the port, open the internal listener, start the broker and every worker.
         On failure the caller runs :meth:`stop`, which undoes whatever was done."""
         s = self.settings
@@ -271,7 +264,7 @@ class Supervisor:
                 raise exc
         self._watchers = [asyncio.create_task(self._watch(w)) for w in self.workers]
         scheme = "wss" if s.server.tls_cert_file is not None else "ws"
-        self.endpoints = SupervisorEndpoints(
+        self.endpoints = Endpoints(
             ws_url=f"{scheme}://{_display_host(s.server.host)}:{self.port}/stream",
             internal_url=f"http://{_display_host(s.server.internal_host)}:{internal_port}",
             nats_url=nats_url,
@@ -585,32 +578,6 @@ def _emit(w: _Worker, text: str, out: TextIO) -> None:
     out.flush()
 
 
-def print_banner(settings: Settings, ep: SupervisorEndpoints, workers: int) -> None:
-    """The single process's banner (gateway.server), plus the worker count."""
-    embedded = " (embedded)" if settings.embedded_nats else ""
-    routes = {
-        "static": "default route: everything to audio.{call_id}.{track}, no auth",
-        "file": f"routes file {settings.routing.file}",
-        "natskv": f"NATS KV bucket {settings.routing.kv_bucket!r} (operator)",
-    }[settings.routing_source]
-    lines = [
-        "",
-        "stream-gateway is up",
-        f"  WebSocket : {ep.ws_url}   (and {ep.ws_url}/<control_id>)",
-        f"  internal  : {ep.internal_url}/metrics  /healthz  /readyz",
-        f"  NATS      : {redact_url(ep.nats_url)}{embedded}",
-        f"  routes    : {routes}",
-        f"  workers   : {workers}",
-        "",
-        "Send simulated calls (another terminal):",
-        f"  .venv/bin/streamgw simulate --url {ep.ws_url} --calls 3 --track both --duration 10",
-        "Watch the audio arrive:",
-        f"  .venv/bin/streamgw tap --nats-url {redact_url(ep.nats_url)} --wav ./calls",
-        "",
-    ]
-    print("\n".join(lines), flush=True)
-
-
 async def supervise(settings: Settings, workers: int, *, banner: bool = True) -> int:
     """Run the supervisor until SIGTERM/SIGINT, then shut down. Returns the exit code."""
     supervisor = Supervisor(settings, workers)
@@ -625,23 +592,9 @@ async def supervise(settings: Settings, workers: int, *, banner: bool = True) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     try:
-        starting = asyncio.create_task(supervisor.start())
-        stopping = asyncio.create_task(stop.wait())
-        try:
-            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not starting.done():
-                starting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await starting
-                logger.info("signal received during start-up: exiting")
-                await supervisor.stop()
-                return 0
-            endpoints = starting.result()
-        except BaseException:
-            await supervisor.stop()
-            raise
-        finally:
-            stopping.cancel()
+        endpoints = await start_unless_signalled(supervisor.start(), stop, supervisor.stop)
+        if endpoints is None:
+            return 0
         if banner:
             print_banner(settings, endpoints, workers)
         await stop.wait()

@@ -28,8 +28,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
-from gateway.server import Endpoints, GatewayServer
+from gateway.server import GatewayServer
 from gateway.settings import Settings, load_settings
+from gateway.startup import Endpoints
 from gateway.tools.simulate import CallReport, SimulateOptions, simulate
 from tests.helpers import eventually as _eventually
 from tests.helpers import metric_sum

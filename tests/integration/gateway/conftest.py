@@ -16,8 +16,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.embedded_nats import EmbeddedNats
-from gateway.server import Endpoints, GatewayServer
+from gateway.server import GatewayServer
 from gateway.settings import load_settings
+from gateway.startup import Endpoints
 from tests.helpers import eventually, metric_sum
 
 
