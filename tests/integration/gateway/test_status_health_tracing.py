@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import aiohttp
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -14,22 +17,7 @@ from gateway.settings import load_settings
 from gateway.tools.simulate import SimulateOptions, simulate
 from tests.integration.gateway.conftest import GatewayFactory, RunningGateway, parse_metrics
 
-SWML_STATUS = {
-    "event_type": "calling.call.stream",
-    "event_channel": "swml:0a6d1a6e-0000-0000-0000-000000000000",
-    "timestamp": 1777565701.56,
-    "project_id": "p-1",
-    "space_id": "sp-1",
-    "params": {
-        "call_id": "call-9",
-        "node_id": "n-1",
-        "segment_id": "seg-1",
-        "control_id": "stream-1",
-        "state": "streaming",
-        "url": "wss://example/stream",
-        "name": "live-transcription",
-    },
-}
+SWML_STATUS = json.loads((Path(__file__).parents[2] / "fixtures" / "swml_stream_status.json").read_text())
 
 
 def status_url(gw: RunningGateway) -> str:

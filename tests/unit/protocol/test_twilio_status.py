@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,22 +12,8 @@ from gateway.protocol.dialects import STATUS_PARSERS
 from gateway.protocol.dialects.base import StatusError, StatusRequest
 from gateway.protocol.dialects.twilio import parse_status
 
-SWML: dict[str, Any] = {
-    "event_type": "calling.call.stream",
-    "event_channel": "swml:0a6d1a6e-0000-0000-0000-000000000000",
-    "timestamp": 1777565701.56,
-    "project_id": "p-1",
-    "space_id": "sp-1",
-    "params": {
-        "call_id": "call-9",
-        "node_id": "n-1",
-        "segment_id": "seg-1",
-        "control_id": "stream-1",
-        "state": "streaming",
-        "url": "wss://example/stream",
-        "name": "live-transcription",
-    },
-}
+SWML: dict[str, Any] = json.loads((Path(__file__).parents[2] / "fixtures" / "swml_stream_status.json").read_text())
+"""A SignalWire ``calling.call.stream`` status callback (shared with the integration tests)."""
 CXML = {
     "AccountSid": "AC00000000000000000000000000000001",
     "CallSid": "CA1",
