@@ -92,6 +92,7 @@ class GatewayServer:
             flush_interval=s.nats.flush_interval,
             pending_bytes=s.nats.pending_bytes,
             ack_timeout=s.nats.jetstream_ack_timeout,
+            resend_window=s.nats.resend_window,
         )
         publisher.start()
         routes = self._route_source(conn)

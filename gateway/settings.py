@@ -121,6 +121,11 @@ class NatsSettings:
     confirm_interval: float = 0.005
     """Seconds between two confirmation round trips (one PING at a time). Shorter confirms sooner
     (fewer frames to send again after a server crash), longer costs fewer PINGs."""
+    resend_window: float = 0.1
+    """Seconds a message NATS confirmed is still sent again if the connection breaks. A server's
+    PONG means it has read the message, not yet that it has passed it to subscribers and cluster
+    routes; a server killed in that moment loses it. Sending the last moments again turns that
+    loss into a possible duplicate (same ``Sgw-Seq``). ``0`` sends again only the unconfirmed."""
     pending_bytes: int = 8 * 1024 * 1024
     """Bytes that may wait in the socket for a slow NATS server before the gateway pauses reading
     the provider sockets (back-pressure); also nats-py's own ``pending_size``."""
@@ -407,6 +412,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError(env_name("routing", "source"), "natskv needs SGW_NATS__URL (the operator's NATS)")
     if settings.nats.confirm_interval < 0 or settings.nats.confirm_interval >= settings.nats.confirm_timeout:
         raise ConfigError(env_name("nats", "confirm_interval"), "must be at least 0 and below confirm_timeout")
+    if settings.nats.resend_window < 0:
+        raise ConfigError(env_name("nats", "resend_window"), "must be at least 0")
     if settings.nats.confirm_timeout <= 0:
         raise ConfigError(env_name("nats", "confirm_timeout"), "must be positive")
     if settings.nats.jetstream_window < 1:

@@ -14,8 +14,14 @@ Delivery confirmation: core NATS has no acknowledgements, and a message written 
 then breaks is gone without a trace. So each written batch stays in :attr:`_unconfirmed` until
 the PONG of a PING written after it arrives (one PING at a time, at most every ``confirm_interval``).
 When the connection breaks, every unconfirmed message goes back to its outbox, which sends it again
-first: nothing is lost, and a consumer may rarely see a frame twice (same ``Sgw-Seq``). A PING not
-answered within ``confirm_timeout`` means a hung server: the connection is dropped and nats-py
+first: nothing is lost, and a consumer may rarely see a frame twice (same ``Sgw-Seq``). A PONG
+says the server has read the messages before it, not that it has written them on: nats-server
+answers a PING through the client's write loop while the messages it just read wait in the
+subscribers' and routes' buffers until the end of that read, so a server killed in between loses
+messages it confirmed (CI lost one 8-frame batch that way in a cluster failover). Confirmed
+batches are therefore kept ``resend_window`` seconds more and go back with the unconfirmed ones.
+
+A PING not answered within ``confirm_timeout`` means a hung server: the connection is dropped and nats-py
 moves to another server of the list; readiness turns false after half that time. A slow server is
 not a hung one: while megabytes wait in the socket, a PING behind them can take longer than the
 timeout although the server reads steadily. So the clock restarts whenever the server is seen
@@ -90,6 +96,8 @@ class NatsPublisher:
         "_ping_timer",
         "_pings",
         "_progress_at",
+        "_recent",
+        "_resend_window",
         "_saturated",
         "_scheduled",
         "_subscriptions",
@@ -115,6 +123,7 @@ class NatsPublisher:
         flush_interval: float = 0.0005,
         pending_bytes: int = 8 * 1024 * 1024,
         ack_timeout: float = 2.0,
+        resend_window: float = 0.1,
     ) -> None:
         self._conn = conn
         self._nc = conn.client
@@ -135,6 +144,9 @@ class NatsPublisher:
         # lives until its PONG is a tracked allocation, and at 150,000 frames/s those kept the
         # cyclic GC busy (15 % of the gateway's CPU in a perf profile at maximum rate).
         self._unconfirmed: deque[tuple[list[bytes], list[Owner | None]]] = deque()
+        self._recent: deque[tuple[float, list[bytes], list[Owner | None]]] = deque()
+        """Batches confirmed within the last ``resend_window`` seconds: (confirmed at, messages, owners)."""
+        self._resend_window = resend_window
         self._batches = 0
         """Batches written since the connection was made."""
         self._confirmed = 0
@@ -248,10 +260,13 @@ class NatsPublisher:
             # watch gave up on it, and what this PONG confirms is sent again (at most a duplicate).
             return
         self._pings.popleft()
-        unconfirmed = self._unconfirmed
+        unconfirmed, recent = self._unconfirmed, self._recent
+        now = self._loop.time()
         for _ in range(mark - self._confirmed):
-            unconfirmed.popleft()
+            batch, owners = unconfirmed.popleft()
+            recent.append((now, batch, owners))
         self._confirmed = mark
+        self._forget_recent(now)
         if self._batches > self._confirmed:
             if self._loop.time() - self._last_ping >= self._confirm_interval:
                 self._ping_now()
@@ -259,6 +274,11 @@ class NatsPublisher:
                 self._ping_timer = self._loop.call_at(self._last_ping + self._confirm_interval, self._timed_ping)
         elif self._is_idle():
             self._idle.set()
+
+    def _forget_recent(self, now: float) -> None:
+        recent, horizon = self._recent, now - self._resend_window
+        while recent and recent[0][0] < horizon:
+            recent.popleft()
 
     @staticmethod
     def _write_buffer_size(transport: Any) -> int:
@@ -372,6 +392,7 @@ class NatsPublisher:
     async def _watch_pings(self) -> None:
         while True:
             await asyncio.sleep(self._confirm_timeout / _WATCH_FRACTION)
+            self._forget_recent(self._loop.time())  # between calls too: release ended streams' outboxes
             self._note_progress()
             if self._unanswered_for() > self._confirm_timeout:
                 # Connected but not confirming: a hung server (or path). Drop it and try another;
@@ -395,9 +416,12 @@ class NatsPublisher:
             self._ping_timer = None
         self._set_saturated(False)
         self._conn.discard_unsent_publishes()
-        lost = list(self._unconfirmed)
+        self._forget_recent(self._loop.time())
+        lost = [(batch, owners) for _, batch, owners in self._recent]
+        lost.extend(self._unconfirmed)
         if self.batch:
             lost.append((self.batch, self.owners))
+        self._recent = deque()
         self._unconfirmed = deque()
         self.batch, self.owners = [], []
         self._batches = self._confirmed = 0
@@ -409,7 +433,7 @@ class NatsPublisher:
         if not by_owner:
             return
         given = sum(map(len, by_owner.values()))
-        logger.warning("NATS connection lost: %d unconfirmed messages will be sent again", given)
+        logger.warning("NATS connection lost: %d recent or unconfirmed messages will be sent again", given)
         for owner, msgs in by_owner.items():
             self.resent += owner.take_back(msgs)
 

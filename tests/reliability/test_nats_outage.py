@@ -288,6 +288,69 @@ async def test_one_way_partition_resends_unconfirmed_frames_without_loss(
     assert duplicates <= resent, figures
 
 
+@pytest.mark.timeout(120)
+async def test_frames_a_dying_server_confirmed_but_never_delivered_are_sent_again(
+    gateway_factory: GatewayFactory, recorder_factory: RecorderFactory, nats_server: EmbeddedNats
+) -> None:
+    """A PONG means the server read the frames, not that it passed them on; a server killed in
+    between loses them (a cluster failover in CI lost one batch so). The proxy plays that server:
+    it confirms and delivers nothing, then the connection dies. Everything confirmed within
+    ``nats.resend_window`` is sent again, so nothing is missing."""
+    await create_capture_stream(nats_server.url)
+    live = await recorder_factory(nats_server.url)
+    proxy = OneWayPartitionProxy("127.0.0.1", nats_server.port)
+    await proxy.start()
+    try:
+        # A window wide enough for a busy machine: what it covers is the test's subject, not its size.
+        gw = await gateway_factory(proxy.url, **{"nats.resend_window": 5.0})
+        sim = asyncio.create_task(
+            simulate(SimulateOptions(url=gw.ws_url, calls=3, track="both", duration=5.0, realtime=True, seed=7))
+        )
+        await eventually(lambda: gw.metric("sgw_frames_published_total") >= 300, 10, "calls streaming")
+        proxy.swallow()
+        published = gw.metric("sgw_frames_published_total")
+        # Confirmed and undelivered: frames handed over after the swallow began, and PONGs for them.
+        await eventually(
+            lambda: proxy.forged_pongs >= 3 and gw.metric("sgw_frames_published_total") >= published + 30,
+            10,
+            "frames confirmed by the swallowing server",
+        )
+        proxy.sever()
+        await eventually(lambda: gw.metric("sgw_nats_reconnects_total") >= 1, 15, "reconnected")
+        report = await sim
+        await eventually(gw.idle, 30, "every stream buffer emptied")
+        capture = await read_capture(nats_server.url)
+    finally:
+        await proxy.close()
+
+    tracks: dict[tuple[str, str], TrackDelivery] = {}
+    for call in report.calls:
+        stopped = capture.stopped(call.call_id)
+        assert stopped is not None, call.call_id
+        for track in call.tracks:
+            tracks[(call.call_id, track)] = analyse(
+                capture.audio.get((call.call_id, track), []),
+                stopped["tracks"][track]["frames"],
+                call.sent[track],
+                live.audio.get((call.call_id, track), []),
+            )
+    resent = gw.metric("sgw_frames_resent_total")
+    duplicates = sum(t.duplicates for t in tracks.values())
+    figures = (
+        f"confirmed, then died: {proxy.forged_pongs} PONGs for undelivered frames; "
+        f"{sum(t.accepted for t in tracks.values())} frames accepted, "
+        f"{sum(len(t.missing) for t in tracks.values())} missing, {duplicates} duplicates, resent {resent:.0f}"
+    )
+    print(figures)
+    for call in report.calls:
+        assert call.error is None and call.close_code == 1000, (call.call_id, call.close_code, call.error)
+    for key, delivery in tracks.items():
+        assert delivery.missing == [], f"{key}: {delivery.missing[:10]}: {figures}"
+        assert delivery.in_order, f"{key}: {figures}"
+    assert resent >= 30, figures
+    assert duplicates <= resent, figures
+
+
 class _ReconnectingClient:
     """nats-py's state for a moment after the server went away: not connected, no callback yet."""
 
