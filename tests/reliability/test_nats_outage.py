@@ -78,6 +78,55 @@ def analyse(frames: list[Frame], accepted: int, sent: list[bytes], live: list[Fr
     return TrackDelivery(accepted, len(order) + only_live, duplicates, missing, order == sorted(order), only_live)
 
 
+def deliveries(
+    report: SimulationReport, capture: Capture, live: Capture | None = None
+) -> dict[tuple[str, str], TrackDelivery]:
+    """Every call's tracks analysed against what its ``stopped`` event says the gateway read."""
+    tracks: dict[tuple[str, str], TrackDelivery] = {}
+    for call in report.calls:
+        stopped = capture.stopped(call.call_id)
+        assert stopped is not None, f"{call.call_id}: no stopped event stored"
+        for track in call.tracks:
+            tracks[(call.call_id, track)] = analyse(
+                capture.audio.get((call.call_id, track), []),
+                stopped["tracks"][track]["frames"],
+                call.sent[track],
+                live.audio.get((call.call_id, track), []) if live is not None else None,
+            )
+    return tracks
+
+
+async def streaming_calls(gw: RunningGateway, *, duration: float, seed: int) -> asyncio.Task[SimulationReport]:
+    """Three both-tracks calls, returned once a second of their audio has been published."""
+    sim = asyncio.create_task(
+        simulate(SimulateOptions(url=gw.ws_url, calls=3, track="both", duration=duration, realtime=True, seed=seed))
+    )
+    await eventually(lambda: gw.metric("sgw_frames_published_total") >= 300, 10, "calls streaming")
+    return sim
+
+
+def assert_resent_without_loss(
+    gw: RunningGateway, report: SimulationReport, tracks: dict[tuple[str, str], TrackDelivery], title: str
+) -> float:
+    """After a connection lost what it carried: every call ended well, nothing is missing, first
+    copies are in order, and every duplicate is one the gateway counted as sent again."""
+    duplicates = sum(t.duplicates for t in tracks.values())
+    resent = gw.metric("sgw_frames_resent_total")
+    figures = (
+        f"{title}; {sum(t.accepted for t in tracks.values())} frames accepted, "
+        f"{sum(t.arrived for t in tracks.values())} arrived, {sum(len(t.missing) for t in tracks.values())} missing, "
+        f"{duplicates} duplicates (identical Sgw-Seq and payload), resent {resent:.0f}"
+    )
+    print(figures)
+    for call in report.calls:
+        assert call.error is None and call.close_code == 1000, (call.call_id, call.close_code, call.error)
+    for key, delivery in tracks.items():
+        assert delivery.missing == [], f"{key}: {delivery.missing[:10]}: {figures}"
+        assert delivery.in_order, f"{key}: {figures}"
+    assert duplicates <= resent, figures
+    return resent
+
+
 @dataclass
 class OutageRun:
     report: SimulationReport
@@ -116,17 +165,7 @@ async def run_outage(
     await eventually(gw.idle, 30, "every stream buffer emptied")
     capture = await read_capture(broker.url)
     run = OutageRun(report, capture, live, elapsed, unready_after, ready_after, received_during)
-    for call in report.calls:
-        stopped = capture.stopped(call.call_id)
-        assert stopped is not None, f"{call.call_id}: no stopped event stored"
-        for track in call.tracks:
-            accepted = stopped["tracks"][track]["frames"]
-            run.tracks[(call.call_id, track)] = analyse(
-                capture.audio.get((call.call_id, track), []),
-                accepted,
-                call.sent[track],
-                live.audio.get((call.call_id, track), []),
-            )
+    run.tracks = deliveries(report, capture, live)
     return run
 
 
@@ -248,10 +287,7 @@ async def test_one_way_partition_resends_unconfirmed_frames_without_loss(
     try:
         # A short ping interval so the stale connection is noticed in about a second.
         gw = await gateway_factory(proxy.url, **{"nats.ping_interval": 0.4})
-        sim = asyncio.create_task(
-            simulate(SimulateOptions(url=gw.ws_url, calls=3, track="both", duration=6.0, realtime=True, seed=5))
-        )
-        await eventually(lambda: gw.metric("sgw_frames_published_total") >= 300, 10, "calls streaming")
+        sim = await streaming_calls(gw, duration=6.0, seed=5)
         t0 = time.monotonic()
         proxy.partition()
         await eventually(lambda: gw.metric("sgw_nats_reconnects_total") >= 1, 15, "stale connection replaced")
@@ -262,30 +298,13 @@ async def test_one_way_partition_resends_unconfirmed_frames_without_loss(
     finally:
         await proxy.close()
 
-    tracks: dict[tuple[str, str], TrackDelivery] = {}
-    for call in report.calls:
-        stopped = capture.stopped(call.call_id)
-        assert stopped is not None, call.call_id
-        for track in call.tracks:
-            got = capture.audio.get((call.call_id, track), [])
-            tracks[(call.call_id, track)] = analyse(got, stopped["tracks"][track]["frames"], call.sent[track])
-    duplicates = sum(t.duplicates for t in tracks.values())
-    resent = gw.metric("sgw_frames_resent_total")
-    figures = (
-        f"one-way partition: noticed and reconnected after {detected:.2f}s; "
-        f"{sum(t.accepted for t in tracks.values())} frames accepted, "
-        f"{sum(t.arrived for t in tracks.values())} arrived, {sum(len(t.missing) for t in tracks.values())} missing, "
-        f"{duplicates} duplicates (identical Sgw-Seq and payload), resent {resent:.0f}, "
-        f"proxy connections {proxy.connections}"
+    resent = assert_resent_without_loss(
+        gw,
+        report,
+        deliveries(report, capture),
+        f"one-way partition: noticed and reconnected after {detected:.2f}s, proxy connections {proxy.connections}",
     )
-    print(figures)
-    for call in report.calls:
-        assert call.error is None and call.close_code == 1000, (call.call_id, call.close_code, call.error)
-    for key, delivery in tracks.items():
-        assert delivery.missing == [], f"{key}: {delivery.missing[:10]}: {figures}"
-        assert delivery.in_order, f"{key}: {figures}"
-    assert resent > 0, figures
-    assert duplicates <= resent, figures
+    assert resent > 0
 
 
 @pytest.mark.timeout(120)
@@ -303,10 +322,7 @@ async def test_frames_a_dying_server_confirmed_but_never_delivered_are_sent_agai
     try:
         # A window wide enough for a busy machine: what it covers is the test's subject, not its size.
         gw = await gateway_factory(proxy.url, **{"nats.resend_window": 5.0})
-        sim = asyncio.create_task(
-            simulate(SimulateOptions(url=gw.ws_url, calls=3, track="both", duration=5.0, realtime=True, seed=7))
-        )
-        await eventually(lambda: gw.metric("sgw_frames_published_total") >= 300, 10, "calls streaming")
+        sim = await streaming_calls(gw, duration=5.0, seed=7)
         proxy.swallow()
         published = gw.metric("sgw_frames_published_total")
         # Confirmed and undelivered: frames handed over after the swallow began, and PONGs for them.
@@ -323,32 +339,13 @@ async def test_frames_a_dying_server_confirmed_but_never_delivered_are_sent_agai
     finally:
         await proxy.close()
 
-    tracks: dict[tuple[str, str], TrackDelivery] = {}
-    for call in report.calls:
-        stopped = capture.stopped(call.call_id)
-        assert stopped is not None, call.call_id
-        for track in call.tracks:
-            tracks[(call.call_id, track)] = analyse(
-                capture.audio.get((call.call_id, track), []),
-                stopped["tracks"][track]["frames"],
-                call.sent[track],
-                live.audio.get((call.call_id, track), []),
-            )
-    resent = gw.metric("sgw_frames_resent_total")
-    duplicates = sum(t.duplicates for t in tracks.values())
-    figures = (
-        f"confirmed, then died: {proxy.forged_pongs} PONGs for undelivered frames; "
-        f"{sum(t.accepted for t in tracks.values())} frames accepted, "
-        f"{sum(len(t.missing) for t in tracks.values())} missing, {duplicates} duplicates, resent {resent:.0f}"
+    resent = assert_resent_without_loss(
+        gw,
+        report,
+        deliveries(report, capture, live),
+        f"confirmed, then died: {proxy.forged_pongs} PONGs for undelivered frames",
     )
-    print(figures)
-    for call in report.calls:
-        assert call.error is None and call.close_code == 1000, (call.call_id, call.close_code, call.error)
-    for key, delivery in tracks.items():
-        assert delivery.missing == [], f"{key}: {delivery.missing[:10]}: {figures}"
-        assert delivery.in_order, f"{key}: {figures}"
-    assert resent >= 30, figures
-    assert duplicates <= resent, figures
+    assert resent >= 30  # at least the frames confirmed by the swallowing server
 
 
 class _ReconnectingClient:
