@@ -156,6 +156,7 @@ class StreamSession:
         "_stats",
         "_tables",
         "_credentials",
+        "_events",
         "_traceparent",
         "_traceparent_factory",
         "ignored",
@@ -186,6 +187,7 @@ class StreamSession:
         self._connected_version: str | None = None
         self._stats = (TrackStats(0), TrackStats(1))
         self._events_subject = ""
+        self._events = 0
         self._ms_per_byte = 0.0
         self._bytes_per_ms = 0.0
         self._max_payload = config.max_payload_bytes
@@ -456,7 +458,9 @@ class StreamSession:
             "traceparent": self._traceparent,
         }
         body.update(fields)
-        headers = {"Sgw-Stream-Id": info.stream_id, "Sgw-Event": kind}
+        self._events += 1
+        # The stream's event counter: a consumer skips a copy sent again after a NATS failover.
+        headers = {"Sgw-Stream-Id": info.stream_id, "Sgw-Event": kind, "Sgw-Event-Seq": str(self._events)}
         if self._traceparent:
             headers["traceparent"] = self._traceparent
         return EventOut(kind, self._events_subject, body, headers)

@@ -24,6 +24,8 @@ from gateway.publish.base import EVENT, Publisher
 from gateway.publish.wire import FrameTemplate, encode
 
 TRACKS: Final = ("inbound", "outbound")
+_RESENT_EVENT: Final = EVENT - 1
+"""The ``track`` of an event given back by the link (held, but not counted in ``events_held``)."""
 _NO_TRACKS: Final[deque[int]] = deque(maxlen=0)
 """Stands in for the track deque until the backlog is created (never appended to)."""
 
@@ -181,7 +183,7 @@ class Outbox:
             if track >= 0:
                 self.audio_held -= 1
                 self.held_per_track[track] -= 1
-            else:
+            elif track == EVENT:
                 self.events_held -= 1
         return not backlog
 
@@ -189,7 +191,8 @@ class Outbox:
         """Written but never confirmed (the connection broke first): they go first, in order.
 
         Which track a message belongs to is read off its subject (rare work: only after a broken
-        connection), so the per-frame path records nothing but the message."""
+        connection), so the per-frame path records nothing but the message. Events sent again are
+        the gateway's, not the provider's: they do not count against ``max_events``."""
         if not msgs:
             return 0
         was_empty = not self._backlog
@@ -202,8 +205,6 @@ class Outbox:
                 audio += 1
                 self.audio_held += 1
                 self.held_per_track[track] += 1
-            else:
-                self.events_held += 1
         while self.audio_held > self.capacity:
             self._evict_oldest_audio("backpressure")
         if was_empty:
@@ -214,7 +215,7 @@ class Outbox:
         for track, head in enumerate(self._heads):
             if msg.startswith(head):
                 return track
-        return EVENT
+        return _RESENT_EVENT
 
     def abandon(self, reason: str) -> int:
         """Give up what is held (shutdown deadline): every audio frame is counted as dropped."""

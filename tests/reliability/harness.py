@@ -117,16 +117,29 @@ class Frame:
 
 @dataclass
 class Capture:
-    """Audio frames by (call, track) and events by call, from ``audio.>`` and ``events.>``."""
+    """Audio frames by (call, track) and events by call, from ``audio.>`` and ``events.>``.
+
+    Events are kept as a consumer keeps them: a copy the gateway sent again after a NATS failover
+    (same ``Sgw-Stream-Id`` and ``Sgw-Event-Seq``) is skipped and counted in ``event_copies``.
+    Audio frames are all kept: the tests count their copies themselves."""
 
     audio: dict[tuple[str, str], list[Frame]] = field(default_factory=lambda: defaultdict(list))
     events: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     messages: int = 0
+    event_copies: int = 0
+    _seen_events: set[tuple[str, str]] = field(default_factory=set)
 
     def file(self, subject: str, headers: dict[str, str], data: bytes) -> None:
         self.messages += 1
         kind, _, rest = subject.partition(".")
         if kind == "events":
+            seq = headers.get("Sgw-Event-Seq")
+            if seq is not None:
+                key = (headers.get("Sgw-Stream-Id", ""), seq)
+                if key in self._seen_events:
+                    self.event_copies += 1
+                    return
+                self._seen_events.add(key)
             self.events[rest].append(json.loads(data))
         else:
             call_id, _, track = rest.rpartition(".")

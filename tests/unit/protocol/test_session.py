@@ -71,6 +71,12 @@ def test_happy_path_actions_subjects_headers_and_events() -> None:
     assert started.body["control_id"] == "s-1"  # no path key, no control_id param: the stream id
     assert started.body["traceparent"] == "00-tp-01"
     assert {"call_id", "stream_id", "control_id", "ts", "traceparent"} <= set(started.body)
+    assert started.headers == {
+        "Sgw-Stream-Id": "s-1",
+        "Sgw-Event": "started",
+        "Sgw-Event-Seq": "1",
+        "traceparent": "00-tp-01",
+    }
 
     outs = []
     for i in range(3):
@@ -83,6 +89,7 @@ def test_happy_path_actions_subjects_headers_and_events() -> None:
     stop_actions = s.receive(Stop(), NOW)
     stopped, close = stop_actions
     assert isinstance(stopped, EventOut) and stopped.body["type"] == "stopped"
+    assert stopped.headers["Sgw-Event-Seq"] == "2"  # the stream's second event
     assert stopped.body["reason"] == "stop"
     assert stopped.body["tracks"]["inbound"]["frames"] == 3
     assert stopped.body["tracks"]["outbound"] == {

@@ -110,6 +110,21 @@ def test_unconfirmed_messages_come_back_first_in_their_order() -> None:
     assert kinds(link) == ["inbound:1", "inbound:2", "inbound:3", "inbound:4"]
 
 
+def test_events_given_back_by_the_link_do_not_count_against_the_provider_bound() -> None:
+    outbox, link = make(confirm=False)  # max_events=3
+    event(outbox, "started")
+    event(outbox, "dtmf")
+    assert link.lose_unconfirmed() == 2  # both events come back; the link is down
+    for _ in range(3):
+        event(outbox, "dtmf")  # the provider's three still fit beside the gateway's own two
+    with pytest.raises(EventFlood):
+        event(outbox, "mark")
+    link.set_ready(True)
+    link.confirm_all()
+    assert kinds(link) == ["started", "dtmf", "dtmf", "dtmf", "dtmf"]
+    assert outbox.events_held == 0 and not outbox.holding
+
+
 def test_abandon_at_the_deadline_counts_what_is_left() -> None:
     outbox, link = make()
     link.set_ready(False)
