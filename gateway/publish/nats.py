@@ -5,7 +5,8 @@ this module only writes pre-encoded PUB/HPUB commands into that connection's tra
 the first write after a flush schedules the next flush ``flush_interval`` later (0: at the end
 of the event-loop iteration), which writes everything written meanwhile with one
 ``transport.write``. At real-time load a socket read brings one or two frames, so flushing per
-iteration meant one write system call per read; half a millisecond collects many. nats-py's
+iteration meant one write system call per read; a millisecond collects many (uvloop's timers
+count whole milliseconds: see ``NatsSettings.flush_interval`` for the measured trade). nats-py's
 per-message ``publish`` awaits a coroutine and builds headers per call; this path awaits nothing
 (see ``bench/RESULTS.md`` for the figures). JetStream routes' messages travel in the same batches,
 with reply subjects from :mod:`gateway.publish.acks` (:meth:`NatsPublisher.jetstream_acks`).
@@ -120,7 +121,7 @@ class NatsPublisher:
         *,
         confirm_timeout: float = 2.0,
         confirm_interval: float = 0.005,
-        flush_interval: float = 0.0005,
+        flush_interval: float = 0.001,
         pending_bytes: int = 8 * 1024 * 1024,
         ack_timeout: float = 2.0,
         resend_window: float = 0.1,
