@@ -22,13 +22,13 @@ subscribers' and routes' buffers until the end of that read, so a server killed 
 messages it confirmed (CI lost one 8-frame batch that way in a cluster failover). Confirmed
 batches are therefore kept ``resend_window`` seconds more and go back with the unconfirmed ones.
 
-A PING not answered within ``confirm_timeout`` means a hung server: the connection is dropped and nats-py
-moves to another server of the list; readiness turns false after half that time. A slow server is
-not a hung one: while megabytes wait in the socket, a PING behind them can take longer than the
-timeout although the server reads steadily. So the clock restarts whenever the server is seen
-reading: more than ``_BACKLOG`` bytes waited on our side (in the transport or the kernel's send
-queue) at one round of the watch, and fewer bytes wait than were written since. Only a server that
-neither answers nor reads is left; dropping a slow one would only send everything unconfirmed
+A PING not answered within ``confirm_timeout`` means a hung server: the connection is dropped and
+nats-py moves to another server of the list; readiness turns false after half that time. A slow
+server is not a hung one: while megabytes wait in the socket, a PING behind them can take longer
+than the timeout although the server reads steadily. So the clock restarts whenever the server is
+seen reading: more than ``_BACKLOG`` bytes waited on our side (in the transport or the kernel's
+send queue) at one round of the watch, and fewer bytes wait than were written since. Only a server
+that neither answers nor reads is left; dropping a slow one would only send everything unconfirmed
 again (the benchmark saw 417,000 duplicate frames from that at 600 calls). The threshold keeps
 bytes merely in flight to a frozen server from passing for reading: a frozen server is left once
 its receive buffer is full, within the timeout when the traffic is light.
@@ -269,7 +269,7 @@ class NatsPublisher:
         self._confirmed = mark
         self._forget_recent(now)
         if self._batches > self._confirmed:
-            if self._loop.time() - self._last_ping >= self._confirm_interval:
+            if now - self._last_ping >= self._confirm_interval:
                 self._ping_now()
             elif self._ping_timer is None and not self.batch:
                 self._ping_timer = self._loop.call_at(self._last_ping + self._confirm_interval, self._timed_ping)
