@@ -105,6 +105,15 @@ async def streaming_calls(gw: RunningGateway, *, duration: float, seed: int) -> 
     return sim
 
 
+async def finished_calls(
+    gw: RunningGateway, sim: asyncio.Task[SimulationReport], broker_url: str
+) -> tuple[SimulationReport, Capture]:
+    """The calls' report once they ended, and the broker's capture once the gateway held nothing."""
+    report = await sim
+    await eventually(gw.idle, 30, "every stream buffer emptied")
+    return report, await read_capture(broker_url)
+
+
 def assert_resent_without_loss(
     gw: RunningGateway, report: SimulationReport, tracks: dict[tuple[str, str], TrackDelivery], title: str
 ) -> float:
@@ -161,9 +170,7 @@ async def run_outage(
     t1 = time.monotonic()
     await eventually_async(lambda: _ready_is(gw, 200), 15, "/readyz 200 after the broker came back")
     ready_after = time.monotonic() - t1
-    report = await sim
-    await eventually(gw.idle, 30, "every stream buffer emptied")
-    capture = await read_capture(broker.url)
+    report, capture = await finished_calls(gw, sim, broker.url)
     run = OutageRun(report, capture, live, elapsed, unready_after, ready_after, received_during)
     run.tracks = deliveries(report, capture, live)
     return run
@@ -292,9 +299,7 @@ async def test_one_way_partition_resends_unconfirmed_frames_without_loss(
         proxy.partition()
         await eventually(lambda: gw.metric("sgw_nats_reconnects_total") >= 1, 15, "stale connection replaced")
         detected = time.monotonic() - t0
-        report = await sim
-        await eventually(gw.idle, 30, "every stream buffer emptied")
-        capture = await read_capture(nats_server.url)
+        report, capture = await finished_calls(gw, sim, nats_server.url)
     finally:
         await proxy.close()
 
@@ -333,9 +338,7 @@ async def test_frames_a_dying_server_confirmed_but_never_delivered_are_sent_agai
         )
         proxy.sever()
         await eventually(lambda: gw.metric("sgw_nats_reconnects_total") >= 1, 15, "reconnected")
-        report = await sim
-        await eventually(gw.idle, 30, "every stream buffer emptied")
-        capture = await read_capture(nats_server.url)
+        report, capture = await finished_calls(gw, sim, nats_server.url)
     finally:
         await proxy.close()
 
