@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, Final
 
 import msgspec
+from multidict import CIMultiDict
 from opentelemetry.trace import Span
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
@@ -49,6 +50,8 @@ _TRACK_INDEX: Final = {"inbound": 0, "outbound": 1}
 _JSON: Final = msgspec.json.Encoder()
 _CLOSE_LINGER: Final = 2.0
 """Seconds a peer has to answer our close frame before the connection is cut."""
+_NO_HEADERS: Final = CIMultiDict[str]()
+"""Stands in for the upgrade's headers once the stream is connected (shared, never written)."""
 _SAMPLE_MASK: Final = 63
 """One frame in 64 (per track) is timed for ``sgw_publish_latency_seconds``."""
 
@@ -173,6 +176,12 @@ class ProviderStream(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        # picows keeps the upgrade request and response for the connection's life; nothing reads
+        # their headers after the upgrade (upgrade.py reads them before). Dropping them: 12.2 ->
+        # 10.2 MiB per 1000 idle streams (python -m bench, 1000 idle streams, 2 runs each).
+        for message in (transport.request, transport.response):
+            if message is not None:
+                message.headers = _NO_HEADERS
         self.socket_open = True
         self.ctx.registry.add(self)
         self.ctx.metrics.connections_active.inc()
