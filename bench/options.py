@@ -39,6 +39,7 @@ class Options:
     smoke: bool
     transform: int | None
     durable: bool
+    layers: bool
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -81,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RATE",
         help="also measure the gateway with a route that publishes an L16/RATE copy of every frame "
         "(first call count, max rate) next to the plain route",
+    )
+    p.add_argument(
+        "--layers",
+        action="store_true",
+        help="also run the first real-time call count through the gateway cut short after each layer of its "
+        "per-frame path (read, decode, session, outbox) and print what each layer costs (bench/cut.py)",
     )
     p.add_argument("--gateway-cmd", help="the gateway command before its flags (default: streamgw serve)")
     p.add_argument("--gateway-args", default="", help='extra gateway flags, e.g. "--log-level WARNING"')
@@ -141,4 +148,5 @@ def parse(argv: list[str] | None = None) -> Options:
         smoke=smoke,
         transform=a.transform,
         durable=bool(a.durable),
+        layers=bool(a.layers),
     )

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from bench.layers import LAYERS, cpu_by_layer
 from bench.stats import median, spread
 
 Figure = dict[str, Any]
@@ -77,6 +78,10 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
                 for name in _HELPERS
             },
         }
+    if result.get("layers"):
+        steps = [cpu_by_layer(run["cuts"], run["whole"]) for run in result["layers"]]
+        summary["layers"] = {layer: figure(step[layer] for step in steps) for layer in LAYERS}
+        summary["layers"]["calls"] = result["layers"][0]["whole"]["calls"]
     scaling = result["scaling"]
     if scaling.get("status") == "measured":
         one = figure(p["delivered_per_s"] for p in scaling["workers"]["1"])
@@ -176,6 +181,13 @@ def table(result: dict[str, Any], summary: dict[str, Any]) -> str:
             f"load side, {n} at max rate: the load generator offers "
             f"{_fmt(summary[n]['loadgen_frames_per_cpu_s']['median'], ',.0f')} frames per CPU-second of its own, "
             f"the verifier checks {_fmt(summary[n]['verify_frames_per_cpu_s']['median'], ',.0f')}"
+        )
+    if "layers" in summary:
+        by_layer = summary["layers"]
+        steps = ", ".join(f"{layer} {_fmt(by_layer[layer]['median'], '+.1f')}" for layer in LAYERS[1:])
+        lines.append(
+            f"layers, gateway at {by_layer['calls']} calls (CPU % of one core, median of each step): "
+            f"read {_fmt(by_layer['read']['median'], '.1f')}, then {steps}"
         )
     scaling = result["scaling"]
     if scaling.get("status") == "measured":

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from bench import durable, transform
+from bench import durable, layers, transform
 from bench.control import BenchError
 from bench.nats_server import start_nats
 from bench.options import Options
@@ -64,6 +64,7 @@ def _meta(opts: Options, gateway_cmd: list[str]) -> dict[str, Any]:
         "idle_streams": opts.idle_streams,
         "durable": opts.durable,
         "transform": opts.transform,
+        "layers": opts.layers,
     }
 
 
@@ -151,6 +152,7 @@ async def run(opts: Options) -> dict[str, Any]:
     scaling: dict[str, Any] = {"status": "skipped", "note": "the run ended before it"}
     durable_runs: list[dict[str, Any]] = []
     transform_runs: list[dict[str, Any]] = []
+    layer_runs: list[dict[str, Any]] = []
     error: str | None = None
     os.sched_setaffinity(0, cpu_set(opts.load_cpus))  # the runner's own sampling stays off the target's CPU
     try:
@@ -189,6 +191,9 @@ async def run(opts: Options) -> dict[str, Any]:
                 transform_runs.append(await _transform(bench, opts, gateway_cmd, nats_url, runs["gateway"]))
                 tag = f"[transform r{r + 1}/{opts.repeats}]"
                 _say(transform.line(tag, opts.transform, transform_runs[-1], transform_runs[-1]["plain"]))
+            if opts.layers and "gateway" in opts.targets:
+                layer_runs.append(await _layers(bench, opts, nats_url, runs["gateway"]))
+                _say(layers.line(f"[layers r{r + 1}/{opts.repeats}]", layer_runs[-1]["cuts"], layer_runs[-1]["whole"]))
         scaling = await _scaling(bench, opts, gateway_cmd, nats_url)
         if scaling["status"] == "skipped":
             _say(f"[scaling] skipped: {scaling['note']}")
@@ -203,6 +208,7 @@ async def run(opts: Options) -> dict[str, Any]:
         "scaling": scaling,
         "durable": durable_runs,
         "transform": transform_runs,
+        "layers": layer_runs,
         "error": error,
     }
 
@@ -227,6 +233,20 @@ async def _transform(
     )
     same_repeat = {"realtime": plain["realtime"][str(opts.calls[0])][-1], "max": plain["max"][-1]}
     return {**measured, "plain": same_repeat}
+
+
+async def _layers(bench: Bench, opts: Options, nats_url: str, whole: dict[str, Any]) -> dict[str, Any]:
+    """The cut gateways' phases of this repeat, with the whole gateway's phase of the same repeat."""
+    cuts = await layers.measure(
+        bench,
+        cpus=opts.target_cpus,
+        nats_url=nats_url,
+        extra=list(opts.gateway_args),
+        calls=opts.calls[0],
+        seconds=opts.seconds,
+        timeout=opts.start_timeout,
+    )
+    return {"cuts": cuts, "whole": whole["realtime"][str(opts.calls[0])][-1]}
 
 
 async def _durable(

@@ -4,7 +4,8 @@ It runs the real thing (nats-server, the gateway, the naive bridge, load generat
 all on free ports) in a subprocess of its own process group, bounded in time, and checks that it
 succeeded, printed its table, wrote its JSON and chart, and that for both targets every frame
 offered in every phase arrived exactly once (``--transform 16000``: the route with an L16 copy
-too). Speed is not asserted: the figures are noise here.
+too), and that each cut gateway of ``--layers`` was offered the same load and delivered none of
+it (the cut took effect). Speed is not asserted: the figures are noise here.
 Whatever happens, the whole process group is stopped afterwards.
 """
 
@@ -38,7 +39,7 @@ def _stop_group(proc: subprocess.Popen[str]) -> None:
 def test_bench_smoke_delivers_every_frame_exactly_once(tmp_path: Path) -> None:
     png = tmp_path / "out" / "bench.png"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench", "--smoke", "--transform", "16000", "--png", str(png)],
+        [sys.executable, "-m", "bench", "--smoke", "--transform", "16000", "--layers", "--png", str(png)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -75,3 +76,14 @@ def test_bench_smoke_delivers_every_frame_exactly_once(tmp_path: Path) -> None:
     for phase in (transformed["realtime"], transformed["max"]):
         assert phase["offered"] > 0 and phase["exactly_once"], phase
     assert transformed["plain"]["max"] == result["runs"]["gateway"]["max"][0]
+    # --layers: the gateway cut after each layer carried the first call count and delivered nothing
+    # (frames stop at the cut), next to the whole gateway's phase of the same repeat.
+    (layered,) = result["layers"]
+    assert list(layered["cuts"]) == ["read", "decode", "session", "outbox"], layered
+    for cut, phase in layered["cuts"].items():
+        assert phase["offered"] == layered["whole"]["offered"] > 0, (cut, phase)
+        assert phase["delivered"] == 0 and phase["duplicates"] == 0, (cut, phase)
+        assert phase["cpu_s"] > 0, (cut, phase)
+    assert layered["whole"] == result["runs"]["gateway"]["realtime"]["20"][0]
+    assert set(result["summary"]["layers"]) == {"read", "decode", "session", "outbox", "link", "calls"}
+    assert "layers, gateway at 20 calls" in output, output
