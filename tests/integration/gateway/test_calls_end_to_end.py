@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections import defaultdict
 from typing import Any
 
+import aiohttp
 import pytest
 from nats.aio.msg import Msg
 
 from gateway.tools.simulate import SimulateOptions, SimulationReport, simulate
+from tests.helpers import eventually
 from tests.integration.gateway.conftest import GatewayFactory, RunningGateway
 
 CODEC_LABEL = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "L16@16000": "L16/16000", "L16@24000": "L16/24000"}
@@ -227,3 +230,37 @@ async def test_each_stream_of_one_call_takes_only_its_own_playback(gateway: Runn
         for control_id, call in reports.items()
     }
     assert marks == {"bot": ["for-the-bot"], "recorder": ["for-the-recorder"]}
+
+
+async def test_a_connected_stream_keeps_no_upgrade_headers_and_still_streams(gateway: RunningGateway) -> None:
+    """picows keeps a connection's upgrade request and response for its whole life; the stream
+    empties their header maps once connected (memory per idle stream). Auth read them before that,
+    and nothing after the upgrade needs them: the stream carries its frames to the end."""
+    ctx = gateway.server.ctx
+    assert ctx is not None
+    start = {
+        "event": "start",
+        "start": {
+            "streamSid": "headers-stream",
+            "callSid": "headers-call",
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        },
+    }
+    payloads = [bytes([n]) * 160 for n in range(3)]
+    headers = {"X-Padding": "x" * 2000, "User-Agent": "kept-headers-test"}
+    async with aiohttp.ClientSession() as http, http.ws_connect(gateway.ws_url, headers=headers) as ws:
+        await ws.send_str(json.dumps(start))
+        await eventually(lambda: any(s.session.streaming for s in ctx.registry.counted()), what="stream started")
+        (stream,) = ctx.registry.counted()
+        transport: Any = stream.transport
+        assert len(transport.request.headers) == 0 and len(transport.response.headers) == 0
+        for n, payload in enumerate(payloads):
+            media = {"track": "inbound", "timestamp": str(20 * n), "payload": base64.b64encode(payload).decode()}
+            await ws.send_str(json.dumps({"event": "media", "media": media}))
+        await ws.send_str(json.dumps({"event": "stop"}))
+        closed = await ws.receive(timeout=10)
+        assert (closed.type, ws.close_code) == (aiohttp.WSMsgType.CLOSE, 1000), closed
+    await eventually(lambda: any(e["type"] == "stopped" for e in gateway.captured.events), what="stopped published")
+    received = [m.data for m in gateway.captured.audio if m.subject == "audio.headers-call.inbound"]
+    assert received == payloads
