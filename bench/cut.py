@@ -105,12 +105,13 @@ class _Discard:
 
 def _cut_outbox() -> None:
     init = Outbox.__init__
-    links: dict[int, _Discard] = {}
+    discard: list[_Discard] = []  # one per process, as there is one real link per process
 
     def __init__(self: Outbox, link: Any, *args: Any, **kwargs: Any) -> None:
         init(self, link, *args, **kwargs)
-        # One discarding link per process, as there is one real link per process.
-        self._link = links.setdefault(0, _Discard())  # type: ignore[assignment]
+        if not discard:
+            discard.append(_Discard())  # made in the event loop, on the first stream's start
+        self._link = discard[0]  # type: ignore[assignment]
 
     Outbox.__init__ = __init__  # type: ignore[method-assign]
 
