@@ -133,6 +133,13 @@ class OneWayPartitionProxy:
             for w in (link.client, link.upstream):
                 w.close()
 
+    async def __aenter__(self) -> OneWayPartitionProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()

@@ -36,12 +36,8 @@ from tests.reliability.rawws import RawWebSocket
 
 @pytest.fixture
 async def slow_nats(nats_server: EmbeddedNats) -> AsyncIterator[OneWayPartitionProxy]:
-    proxy = OneWayPartitionProxy("127.0.0.1", nats_server.port, rate=600_000)
-    await proxy.start()
-    try:
+    async with OneWayPartitionProxy("127.0.0.1", nats_server.port, rate=600_000) as proxy:
         yield proxy
-    finally:
-        await proxy.close()
 
 
 async def stream_and_count(gw: RunningGateway, nats_url: str, *, calls: int, seconds: float) -> tuple[int, int, int]:

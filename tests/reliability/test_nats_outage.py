@@ -289,9 +289,7 @@ async def test_one_way_partition_resends_unconfirmed_frames_without_loss(
     """Frames sent while PONGs are lost reach the broker but are never confirmed: the gateway sends
     them again after reconnecting. Nothing may be missing; copies must be identical, same Sgw-Seq."""
     await create_capture_stream(nats_server.url)
-    proxy = OneWayPartitionProxy("127.0.0.1", nats_server.port)
-    await proxy.start()
-    try:
+    async with OneWayPartitionProxy("127.0.0.1", nats_server.port) as proxy:
         # A short ping interval so the stale connection is noticed in about a second.
         gw = await gateway_factory(proxy.url, **{"nats.ping_interval": 0.4})
         sim = await streaming_calls(gw, duration=6.0, seed=5)
@@ -300,8 +298,6 @@ async def test_one_way_partition_resends_unconfirmed_frames_without_loss(
         await eventually(lambda: gw.metric("sgw_nats_reconnects_total") >= 1, 15, "stale connection replaced")
         detected = time.monotonic() - t0
         report, capture = await finished_calls(gw, sim, nats_server.url)
-    finally:
-        await proxy.close()
 
     resent = assert_resent_without_loss(
         gw,
@@ -322,9 +318,7 @@ async def test_frames_a_dying_server_confirmed_but_never_delivered_are_sent_agai
     ``nats.resend_window`` is sent again, so nothing is missing."""
     await create_capture_stream(nats_server.url)
     live = await recorder_factory(nats_server.url)
-    proxy = OneWayPartitionProxy("127.0.0.1", nats_server.port)
-    await proxy.start()
-    try:
+    async with OneWayPartitionProxy("127.0.0.1", nats_server.port) as proxy:
         # A window wide enough for a busy machine: what it covers is the test's subject, not its size.
         gw = await gateway_factory(proxy.url, **{"nats.resend_window": 5.0})
         sim = await streaming_calls(gw, duration=5.0, seed=7)
@@ -339,8 +333,6 @@ async def test_frames_a_dying_server_confirmed_but_never_delivered_are_sent_agai
         proxy.sever()
         await eventually(lambda: gw.metric("sgw_nats_reconnects_total") >= 1, 15, "reconnected")
         report, capture = await finished_calls(gw, sim, nats_server.url)
-    finally:
-        await proxy.close()
 
     resent = assert_resent_without_loss(
         gw,
