@@ -28,9 +28,10 @@ from gateway import cli
 from gateway.protocol.dialects.base import Decoded, Dialect
 from gateway.protocol.events import Media
 from gateway.publish.outbox import Outbox
+from gateway.settings import NatsSettings
 from gateway.transport.stream import ProviderStream
 
-_FLUSH_INTERVAL = 0.001
+_FLUSH_INTERVAL = NatsSettings().flush_interval
 """How often the ``outbox`` cut empties its batch: the link's default flush interval."""
 
 
