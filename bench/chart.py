@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-_COLOURS = {"gateway": "#1f77b4", "naive": "#ff7f0e"}
+_COLOURS = {"gateway": "#1f77b4", "naive": "#ff7f0e", "lean": "#2ca02c"}
 
 
 def _bar_panel(ax: Any, names: list[str], figs: list[dict[str, Any]], title: str, ylabel: str) -> None:

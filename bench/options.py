@@ -10,6 +10,8 @@ from pathlib import Path
 
 from bench.targets import TARGETS
 
+DEFAULT_TARGETS = ("gateway", "naive")
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -71,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-streams", type=int, help="streams held open for the RSS figure (default 1000; smoke 100)")
     p.add_argument("--no-scaling", action="store_true", help="skip the --workers scaling measurement")
     p.add_argument(
+        "--lean",
+        action="store_true",
+        help="also measure the lean reference (bench/lean_bridge.py: picows, msgspec, its own NATS writer, "
+        "none of the gateway's features), the floor of this design on this machine",
+    )
+    p.add_argument(
         "--durable",
         action="store_true",
         help="also measure the gateway with a JetStream route (first call count, max rate) next to core NATS",
@@ -124,7 +132,7 @@ def parse(argv: list[str] | None = None) -> Options:
     if repeats < 1:
         raise SystemExit("--repeats must be at least 1")
     return Options(
-        targets=(a.only,) if a.only else TARGETS,
+        targets=(a.only,) if a.only else (*DEFAULT_TARGETS, *(("lean",) if a.lean else ())),
         calls=a.calls or ((20,) if smoke else (100, 300, 600)),
         seconds=a.seconds or (1.5 if smoke else 10.0),
         repeats=repeats,

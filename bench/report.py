@@ -1,9 +1,10 @@
 """From raw repeats to what people read: medians and spreads, the table, the JSON.
 
 The summary keeps, per figure, the median over repeats, the spread ((max - min) / median) and the
-values themselves. The table prints absolute figures for each target and the gateway/naive ratio;
-below it, delivery (exactly once or not, per phase) and interference (other load on the target's
-core and the load of the other core while measuring).
+values themselves. The table prints absolute figures for each target and the gateway's ratio to
+each reference bridge measured (gateway/naive, and gateway/lean with ``--lean``); below it,
+delivery (exactly once or not, per phase) and interference (other load on the target's core and
+the load of the other core while measuring).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def _key(*path: str, scale: float = 1.0) -> Pick:
 
 
 def _rows(calls: list[str]) -> list[tuple[str, Pick, str, bool]]:
-    """(label, figure, format, whether a gateway/naive ratio means anything)."""
+    """(label, figure, format, whether a gateway/reference ratio means anything)."""
     rows: list[tuple[str, Pick, str, bool]] = [
         ("max rate: frames/CPU-s, offered", _key("max_offered_per_cpu_s"), ",.0f", True),
         ("max rate: frames/CPU-s, delivered only", _key("max_delivered_per_cpu_s"), ",.0f", True),
@@ -135,22 +136,23 @@ def _rows(calls: list[str]) -> list[tuple[str, Pick, str, bool]]:
 def table(result: dict[str, Any], summary: dict[str, Any]) -> str:
     names = list(result["runs"])
     calls = [str(c) for c in result["meta"]["calls"]]
+    references = [n for n in names if n != "gateway"] if "gateway" in names else []
     head = f"{'figure (median of ' + str(result['meta']['repeats']) + ')':<40}"
     for n in names:
         head += f"{n:>14}{'spread':>8}"
-    if len(names) == 2:
-        head += f"{names[0] + '/' + names[1]:>16}"
+    for ref in references:
+        head += f"{'gateway/' + ref:>16}"
     lines = [head, "-" * len(head)]
     for label, pick, spec, ratio_means in _rows(calls):
         line = f"{label:<40}"
-        medians = []
+        medians = {}
         for n in names:
             fig = pick(summary[n])
-            medians.append(fig["median"])
+            medians[n] = fig["median"]
             spread_pct = "n/a" if math.isnan(fig["spread"]) else f"{100 * fig['spread']:.0f}%"
             line += f"{_fmt(fig['median'], spec):>14}{spread_pct:>8}"
-        if len(names) == 2 and ratio_means:
-            ratio = medians[0] / medians[1] if medians[1] else math.nan
+        for ref in references if ratio_means else ():
+            ratio = medians["gateway"] / medians[ref] if medians[ref] else math.nan
             line += f"{_fmt(ratio, '.2f'):>16}"
         lines.append(line)
     lines.append("")

@@ -1,7 +1,7 @@
 """The whole run: one nats-server and one verifier, then every target, repeat and phase in turn.
 
-Targets alternate within each repeat (gateway, naive, gateway, naive, ...) so that slow drifts
-in background load hit both alike. Each repeat starts the target afresh (a clean RSS baseline),
+Targets alternate within each repeat (gateway, naive, [lean,] gateway, naive, ...) so that slow
+drifts in background load hit them alike. Each repeat starts the target afresh (a clean RSS baseline),
 measures idle RSS, then the real-time call counts, then maximum rate (last: it leaves the most
 garbage behind). Scaling (``--workers`` 1 on one core vs 2 on two) follows, for the gateway only,
 when it accepts the flag. Every process is stopped in ``finally``.
@@ -23,7 +23,7 @@ from bench.nats_server import start_nats
 from bench.options import Options
 from bench.phases import Bench, idle_phase, max_phase, realtime_phase
 from bench.procs import REPO_ROOT, Processes, cpu_set
-from bench.targets import Running, default_gateway_cmd, gateway_accepts, start_gateway, start_naive
+from bench.targets import Running, default_gateway_cmd, gateway_accepts, start_bridge, start_gateway
 
 
 def _say(text: str) -> None:
@@ -78,7 +78,7 @@ async def _start(bench: Bench, opts: Options, name: str, gateway_cmd: list[str],
             extra=list(opts.gateway_args),
             timeout=opts.start_timeout,
         )
-    return await start_naive(bench.procs, opts.target_cpus, nats_url, opts.start_timeout)
+    return await start_bridge(bench.procs, name, opts.target_cpus, nats_url, opts.start_timeout)
 
 
 def _percent(part: float, whole: float) -> str:

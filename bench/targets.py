@@ -1,9 +1,9 @@
-"""The two processes under test and how to start them: the gateway and the naive bridge.
+"""The processes under test and how to start them: the gateway and the reference bridges.
 
 The gateway is a black box started as ``streamgw serve --host 127.0.0.1 --port P --internal-port Q
 --nats-url URL [extra args]`` and is ready when ``GET /readyz`` on the internal port answers 200.
-The naive bridge (:mod:`bench.naive_bridge`) is ready when it prints that it listens. Ports are
-free ports picked just before the start.
+A reference bridge (:mod:`bench.naive_bridge`, and with ``--lean`` :mod:`bench.lean_bridge`) is
+ready when it prints that it listens. Ports are free ports picked just before the start.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from pathlib import Path
 from bench.control import BenchError
 from bench.procs import REPO_ROOT, Child, Processes, free_port
 
-TARGETS = ("gateway", "naive")
+BRIDGES = {"naive": "bench.naive_bridge", "lean": "bench.lean_bridge"}
+"""Reference bridge -> its module (``python -m MODULE --port P --nats-url URL``)."""
+TARGETS = ("gateway", *BRIDGES)
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,9 @@ async def start_gateway(
     return Running("gateway", child, f"ws://127.0.0.1:{port}/stream")
 
 
-async def start_naive(procs: Processes, cpus: str, nats_url: str, timeout: float) -> Running:
+async def start_bridge(procs: Processes, name: str, cpus: str, nats_url: str, timeout: float) -> Running:
     port = free_port()
-    argv = [sys.executable, "-m", "bench.naive_bridge", "--port", str(port), "--nats-url", nats_url]
-    child = await procs.start("naive", argv, cpus, watch=True)
+    argv = [sys.executable, "-m", BRIDGES[name], "--port", str(port), "--nats-url", nats_url]
+    child = await procs.start(name, argv, cpus, watch=True)
     await child.wait_for_line(r"listening on ws://", timeout)
-    return Running("naive", child, f"ws://127.0.0.1:{port}/stream")
+    return Running(name, child, f"ws://127.0.0.1:{port}/stream")

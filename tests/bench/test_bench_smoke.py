@@ -1,8 +1,8 @@
 """``python -m bench --smoke`` end to end, so the benchmark harness cannot rot.
 
-It runs the real thing (nats-server, the gateway, the naive bridge, load generator and verifier,
-all on free ports) in a subprocess of its own process group, bounded in time, and checks that it
-succeeded, printed its table, wrote its JSON and chart, and that for both targets every frame
+It runs the real thing (nats-server, the gateway, the naive and lean bridges, load generator and
+verifier, all on free ports) in a subprocess of its own process group, bounded in time, and checks
+that it succeeded, printed its table, wrote its JSON and chart, and that for every target every frame
 offered in every phase arrived exactly once (``--transform 16000``: the route with an L16 copy
 too), and that each cut gateway of ``--layers`` was offered the same load and delivered none of
 it (the cut took effect). Speed is not asserted: the figures are noise here.
@@ -39,7 +39,7 @@ def _stop_group(proc: subprocess.Popen[str]) -> None:
 def test_bench_smoke_delivers_every_frame_exactly_once(tmp_path: Path) -> None:
     png = tmp_path / "out" / "bench.png"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench", "--smoke", "--transform", "16000", "--layers", "--png", str(png)],
+        [sys.executable, "-m", "bench", "--smoke", "--lean", "--transform", "16000", "--layers", "--png", str(png)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -52,10 +52,10 @@ def test_bench_smoke_delivers_every_frame_exactly_once(tmp_path: Path) -> None:
         _stop_group(proc)
     assert proc.returncode == 0, output
     assert "figure (median of 1)" in output, output
-    assert "gateway/naive" in output, output
+    assert "gateway/naive" in output and "gateway/lean" in output, output
     assert png.is_file()
     result = json.loads(png.with_suffix(".json").read_text())
-    assert set(result["runs"]) == {"gateway", "naive"}
+    assert set(result["runs"]) == {"gateway", "naive", "lean"}
     for name, runs in result["runs"].items():
         phases = [*runs["max"], *(p for reps in runs["realtime"].values() for p in reps)]
         assert len(phases) == 2, (name, phases)
