@@ -17,7 +17,6 @@ Usage: ``python -m bench.lean_bridge --port P --nats-url nats://127.0.0.1:N``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import secrets
@@ -28,6 +27,7 @@ import msgspec
 import uvloop
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
 
+from bench import bridge_cli
 from gateway.settings import NatsSettings
 
 _HIGH_WATER = 8 * 1024 * 1024
@@ -191,10 +191,7 @@ async def serve(host: str, port: int, nats_url: str, interval: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.lean_bridge", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--nats-url", required=True)
+    parser = bridge_cli.parser("bench.lean_bridge", __doc__)
     parser.add_argument(
         "--flush-interval",
         type=float,

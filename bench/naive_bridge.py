@@ -9,7 +9,6 @@ listening). The benchmark measures the gateway against it under the same load.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import contextlib
@@ -18,6 +17,8 @@ import json
 import nats
 from aiohttp import WSMsgType, web
 from nats.aio.client import Client
+
+from bench import bridge_cli
 
 
 def make_app(nc: Client) -> web.Application:
@@ -57,11 +58,7 @@ async def serve(host: str, port: int, nats_url: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.naive_bridge", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--nats-url", required=True)
-    args = parser.parse_args()
+    args = bridge_cli.parser("bench.naive_bridge", __doc__).parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port, args.nats_url))
 
