@@ -54,6 +54,14 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _targets(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    unknown = [n for n in names if n not in TARGETS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"targets are a comma-separated list of {', '.join(TARGETS)}: {text!r}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
@@ -64,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="about 10 s in all: small counts, 1 repeat, short phases (delivery still checked)",
     )
-    p.add_argument("--only", choices=TARGETS, help="measure one target only")
+    p.add_argument(
+        "--only",
+        type=_targets,
+        metavar="TARGETS",
+        help=f"measure only these targets, comma-separated, in this order ({', '.join(TARGETS)})",
+    )
     p.add_argument("--calls", type=_int_list, help="real-time call counts (default 100,300,600; smoke 20)")
     p.add_argument("--seconds", type=float, help="seconds per real-time phase (default 10; smoke 1.5)")
     p.add_argument("--repeats", type=int, help="repeats of every measurement; medians are reported (default 3)")
@@ -132,7 +145,7 @@ def parse(argv: list[str] | None = None) -> Options:
     if repeats < 1:
         raise SystemExit("--repeats must be at least 1")
     return Options(
-        targets=(a.only,) if a.only else (*DEFAULT_TARGETS, *(("lean",) if a.lean else ())),
+        targets=a.only or (*DEFAULT_TARGETS, *(("lean",) if a.lean else ())),
         calls=a.calls or ((20,) if smoke else (100, 300, 600)),
         seconds=a.seconds or (1.5 if smoke else 10.0),
         repeats=repeats,
